@@ -1,0 +1,268 @@
+package picker
+
+import (
+	"fmt"
+	"math"
+	"time"
+)
+
+// Policy names a selection rule. The zero value means P2CEWMA.
+type Policy string
+
+// The policies. All of them share the same ticket path and bookkeeping, so
+// that a comparison between them measures only the selection rule.
+const (
+	// P2CEWMA picks two distinct endpoints at random and takes the one with
+	// the lower cost, rtt × (outstanding+1), where rtt is a peak EWMA of
+	// measured latency. Ties are broken at random. The default.
+	P2CEWMA Policy = "p2c-ewma"
+	// LeastOutstanding takes the endpoint with the fewest requests in
+	// flight, ties broken at random.
+	LeastOutstanding Policy = "least-outstanding"
+	// RoundRobin cycles through the endpoints from a random offset.
+	RoundRobin Policy = "round-robin"
+	// ShuffledPin sends everything to one endpoint and picks a new one at
+	// random on every reshuffle and after a failure.
+	ShuffledPin Policy = "shuffled-pin"
+	// Pinned is the stock etcd v2 client: shuffle once, then stay on one
+	// endpoint until it fails. It is never reshuffled. For comparison only.
+	Pinned Policy = "pinned"
+)
+
+// Policies lists every policy, default first.
+var Policies = []Policy{P2CEWMA, LeastOutstanding, RoundRobin, ShuffledPin, Pinned}
+
+// ParsePolicy returns the policy named s; the empty string means P2CEWMA.
+func ParsePolicy(s string) (Policy, error) {
+	if s == "" {
+		return P2CEWMA, nil
+	}
+	for _, p := range Policies {
+		if string(p) == s {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("picker: unknown policy %q (want one of %v)", s, Policies)
+}
+
+// MaxEndpoints is the largest endpoint set a Picker accepts. etcd clusters
+// have 3 to 9 members; the limit keeps eligibility a single bit mask.
+const MaxEndpoints = 64
+
+// Config tunes a Picker. The zero value of every field selects its default;
+// a negative duration switches the feature off where that is allowed.
+type Config struct {
+	// Policy is the selection rule. Default P2CEWMA.
+	Policy Policy
+
+	// Decay is the peak-EWMA time constant τ: a sample below the estimate
+	// moves it by 1-exp(-Δt/τ). Default 10s, as in linkerd2-proxy, Finagle,
+	// Envoy and brpc. Must be positive.
+	Decay time.Duration
+
+	// IdleGrace is how long an endpoint may go without a latency sample
+	// before its estimate starts drifting toward the median of the others.
+	// Default 1s.
+	IdleGrace time.Duration
+
+	// IdleDecay is the time constant of that drift. Without it an endpoint
+	// that was slow once is never tried again, so a healed member never
+	// regains its share. Default 5s; negative disables the drift.
+	IdleDecay time.Duration
+
+	// DefaultRTT is the estimate used while no endpoint has been measured;
+	// once any has, unmeasured endpoints start from the median. Default 30ms
+	// (linkerd2-proxy's EWMA_DEFAULT_RTT).
+	DefaultRTT time.Duration
+
+	// SlowStart is the window after an endpoint joins, returns from
+	// ejection, or is sampled again after a long idle spell, during which
+	// its cost is raised by SlowStartPenalty, falling linearly to 1×.
+	// Default 5s; negative disables.
+	SlowStart time.Duration
+
+	// SlowStartPenalty is the cost multiplier at the start of slow start.
+	// Default 3; must be ≥ 1.
+	SlowStartPenalty float64
+
+	// FailurePenalty is the smallest latency sample charged for a failure
+	// that blames the endpoint, so that fast failures do not look fast.
+	// Default 250ms.
+	FailurePenalty time.Duration
+
+	// EjectAfter is the number of consecutive blamed failures that ejects
+	// an endpoint. Default 5; negative disables ejection. The picker never
+	// ejects every endpoint: when all eligible ones are ejected it picks
+	// among them anyway (fail open).
+	EjectAfter int
+
+	// EjectBase is the first ejection's length; each further ejection
+	// without a healthy spell in between doubles it, up to EjectMax. When an
+	// ejection ends, a single probe request decides whether the endpoint
+	// returns. Defaults 1s and 30s.
+	EjectBase time.Duration
+	EjectMax  time.Duration
+
+	// ReshuffleInterval is how often the endpoint order is reshuffled, so
+	// that round-robin offsets, random tie-breaks and pins never line many
+	// clients up on one member. Default 30s; negative disables. The Pinned
+	// policy is never reshuffled.
+	ReshuffleInterval time.Duration
+
+	// ReshuffleJitter spreads each interval uniformly by ± this fraction.
+	// Default 0.2; must be in [0, 1).
+	ReshuffleJitter float64
+
+	// AvoidFactor is how much cheaper an avoided endpoint (Request.Avoid)
+	// must be than every other eligible endpoint before it is picked.
+	// Default 2; must be ≥ 1.
+	AvoidFactor float64
+
+	// Clock supplies the time. Default the system clock.
+	Clock Clock
+
+	// Rand supplies randomness. Default a Source seeded from the clock.
+	Rand Source
+}
+
+// Defaults, as documented on Config.
+const (
+	DefaultDecay             = 10 * time.Second
+	DefaultIdleGrace         = time.Second
+	DefaultIdleDecay         = 5 * time.Second
+	DefaultRTT               = 30 * time.Millisecond
+	DefaultSlowStart         = 5 * time.Second
+	DefaultSlowStartPenalty  = 3.0
+	DefaultFailurePenalty    = 250 * time.Millisecond
+	DefaultEjectAfter        = 5
+	DefaultEjectBase         = time.Second
+	DefaultEjectMax          = 30 * time.Second
+	DefaultReshuffleInterval = 30 * time.Second
+	DefaultReshuffleJitter   = 0.2
+	DefaultAvoidFactor       = 2.0
+)
+
+// settings is Config with defaults applied, in the units the hot path uses.
+type settings struct {
+	policy         policyID
+	decay          float64 // ns
+	idleGrace      int64   // ns
+	idleDecay      float64 // ns; 0 = off
+	defaultRTT     float64 // ns
+	slowStart      int64   // ns; 0 = off
+	slowPenalty    float64
+	failurePenalty int64 // ns
+	ejectAfter     int64 // 0 = off
+	ejectBase      int64
+	ejectMax       int64
+	reshuffle      int64 // ns; 0 = off
+	jitter         float64
+	avoidFactor    float64
+}
+
+type policyID uint8
+
+const (
+	polP2C policyID = iota
+	polLeast
+	polRR
+	polShuffledPin
+	polPinned
+)
+
+func durOr(name string, d, def time.Duration, allowOff bool) (time.Duration, error) {
+	switch {
+	case d == 0:
+		return def, nil
+	case d < 0 && allowOff:
+		return 0, nil
+	case d < 0:
+		return 0, fmt.Errorf("picker: %s %v must be positive", name, d)
+	}
+	return d, nil
+}
+
+func (c Config) settings() (settings, error) {
+	var s settings
+	pol, err := ParsePolicy(string(c.Policy))
+	if err != nil {
+		return s, err
+	}
+	switch pol {
+	case P2CEWMA:
+		s.policy = polP2C
+	case LeastOutstanding:
+		s.policy = polLeast
+	case RoundRobin:
+		s.policy = polRR
+	case ShuffledPin:
+		s.policy = polShuffledPin
+	case Pinned:
+		s.policy = polPinned
+	}
+	type durField struct {
+		name     string
+		in, def  time.Duration
+		allowOff bool
+		out      *time.Duration
+	}
+	var decay, grace, idle, rtt, slow, fail, eb, em, resh time.Duration
+	for _, f := range []durField{
+		{"Decay", c.Decay, DefaultDecay, false, &decay},
+		{"IdleGrace", c.IdleGrace, DefaultIdleGrace, false, &grace},
+		{"IdleDecay", c.IdleDecay, DefaultIdleDecay, true, &idle},
+		{"DefaultRTT", c.DefaultRTT, DefaultRTT, false, &rtt},
+		{"SlowStart", c.SlowStart, DefaultSlowStart, true, &slow},
+		{"FailurePenalty", c.FailurePenalty, DefaultFailurePenalty, false, &fail},
+		{"EjectBase", c.EjectBase, DefaultEjectBase, false, &eb},
+		{"EjectMax", c.EjectMax, DefaultEjectMax, false, &em},
+		{"ReshuffleInterval", c.ReshuffleInterval, DefaultReshuffleInterval, true, &resh},
+	} {
+		v, err := durOr(f.name, f.in, f.def, f.allowOff)
+		if err != nil {
+			return s, err
+		}
+		*f.out = v
+	}
+	if em < eb {
+		return s, fmt.Errorf("picker: EjectMax %v is shorter than EjectBase %v", em, eb)
+	}
+	s.decay, s.idleGrace, s.idleDecay = float64(decay), int64(grace), float64(idle)
+	s.defaultRTT, s.slowStart, s.failurePenalty = float64(rtt), int64(slow), int64(fail)
+	s.ejectBase, s.ejectMax, s.reshuffle = int64(eb), int64(em), int64(resh)
+	if pol == Pinned {
+		s.reshuffle = 0
+	}
+
+	switch {
+	case c.EjectAfter == 0:
+		s.ejectAfter = DefaultEjectAfter
+	case c.EjectAfter < 0:
+		s.ejectAfter = 0
+	default:
+		s.ejectAfter = int64(c.EjectAfter)
+	}
+
+	s.slowPenalty = c.SlowStartPenalty
+	if s.slowPenalty == 0 {
+		s.slowPenalty = DefaultSlowStartPenalty
+	}
+	if !(s.slowPenalty >= 1) || math.IsInf(s.slowPenalty, 0) {
+		return s, fmt.Errorf("picker: SlowStartPenalty %v must be a finite number ≥ 1", c.SlowStartPenalty)
+	}
+	s.jitter = c.ReshuffleJitter
+	if s.jitter == 0 {
+		s.jitter = DefaultReshuffleJitter
+	}
+	if !(s.jitter >= 0 && s.jitter < 1) {
+		return s, fmt.Errorf("picker: ReshuffleJitter %v must be in [0, 1)", c.ReshuffleJitter)
+	}
+	s.avoidFactor = c.AvoidFactor
+	if s.avoidFactor == 0 {
+		s.avoidFactor = DefaultAvoidFactor
+	}
+	if !(s.avoidFactor >= 1) || math.IsInf(s.avoidFactor, 0) {
+		return s, fmt.Errorf("picker: AvoidFactor %v must be a finite number ≥ 1", c.AvoidFactor)
+	}
+	return s, nil
+}

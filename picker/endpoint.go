@@ -1,0 +1,114 @@
+package picker
+
+import (
+	"math"
+	"sync/atomic"
+)
+
+// endpoint is one member's statistics. Every field but addr is read and
+// written with sync/atomic only; 64-bit fields come first so that they stay
+// aligned on 32-bit platforms. Times are nanoseconds on the picker's clock
+// since its epoch, always > 0 once set.
+type endpoint struct {
+	estBits      uint64 // peak-EWMA latency, float64 ns bits; 0 = never measured
+	lastSample   int64  // when estBits was last updated
+	lastDone     int64  // last completion of a unary request, any outcome
+	busySince    int64  // when inflight last went from 0 to 1
+	slowSince    int64  // start of the current slow start; 0 = none
+	picks        int64  // tickets issued, unary and stream
+	inflight     int64  // unary requests in flight
+	streams      int64  // streams open
+	failures     int64  // blamed failures, total
+	consecFail   int64  // blamed failures since the last success
+	ejectedUntil int64  // 0 = not ejected; else when the probe may go
+	ejections    int64  // ejections in a row, for the backoff
+	lastEjectEnd int64  // when the last ejection ended, to reset the backoff
+	tags         uint32 // caller-defined Tags
+	probing      int32  // 1 while the single probe after an ejection is out
+
+	addr string // immutable
+}
+
+// sample folds one latency observation into the peak EWMA. A sample above
+// the current estimate replaces it; otherwise the estimate decays toward it
+// by the time since the last sample. The base is the idle-decayed estimate,
+// so an endpoint that was avoided for a long time returns near the median.
+func (e *endpoint) sample(s *settings, v float64, now int64, med float64) {
+	for {
+		oldBits := atomic.LoadUint64(&e.estBits)
+		last := atomic.LoadInt64(&e.lastSample)
+		nv := v
+		if oldBits != 0 {
+			base := idleDecayed(s, math.Float64frombits(oldBits), now-last, med)
+			if v < base {
+				w := math.Exp(-float64(now-last) / s.decay)
+				nv = base*w + v*(1-w)
+			}
+		}
+		if nv < 1 {
+			nv = 1 // keep estBits != 0 once measured
+		}
+		if atomic.CompareAndSwapUint64(&e.estBits, oldBits, math.Float64bits(nv)) {
+			atomic.StoreInt64(&e.lastSample, now)
+			return
+		}
+	}
+}
+
+// idleDecayed pulls est toward med once gap exceeds the idle grace.
+func idleDecayed(s *settings, est float64, gap int64, med float64) float64 {
+	if s.idleDecay == 0 || gap <= s.idleGrace {
+		return est
+	}
+	return med + (est-med)*math.Exp(-float64(gap-s.idleGrace)/s.idleDecay)
+}
+
+// rtt is the latency estimate used for cost at time now: the peak EWMA (or
+// the median when unmeasured), idle-decayed, and raised to the age of a
+// stall when requests are in flight and nothing has completed for longer
+// than the estimate. It never changes the stored estimate.
+func (e *endpoint) rtt(s *settings, now int64, med float64, inflight int64) float64 {
+	var r float64
+	if bits := atomic.LoadUint64(&e.estBits); bits == 0 {
+		r = med
+	} else {
+		r = idleDecayed(s, math.Float64frombits(bits), now-atomic.LoadInt64(&e.lastSample), med)
+	}
+	if inflight > 0 {
+		progress := atomic.LoadInt64(&e.lastDone)
+		if b := atomic.LoadInt64(&e.busySince); b > progress {
+			progress = b
+		}
+		if age := float64(now - progress); age > r {
+			r = age
+		}
+	}
+	return r
+}
+
+// cost is the p2c-ewma load: rtt × (outstanding+1), times the slow-start
+// penalty.
+func (e *endpoint) cost(s *settings, now int64, med float64) float64 {
+	in := atomic.LoadInt64(&e.inflight)
+	c := e.rtt(s, now, med, in) * float64(in+1)
+	if s.slowStart > 0 {
+		if since := atomic.LoadInt64(&e.slowSince); since != 0 {
+			if el := now - since; el < s.slowStart {
+				c *= 1 + (s.slowPenalty-1)*float64(s.slowStart-el)/float64(s.slowStart)
+			}
+		}
+	}
+	return c
+}
+
+// ejected reports whether e is out of rotation. An endpoint whose ejection
+// has ended stays out until its single probe succeeds.
+func (e *endpoint) ejected() bool {
+	return atomic.LoadInt64(&e.ejectedUntil) != 0
+}
+
+// probeDue reports whether e's ejection has ended and no probe is out.
+func (e *endpoint) probeDue(now int64) bool {
+	u := atomic.LoadInt64(&e.ejectedUntil)
+	return u != 0 && now >= u && atomic.LoadInt32(&e.probing) == 0
+}

@@ -1,0 +1,535 @@
+package picker
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"sync/atomic"
+	"time"
+	"unsafe"
+)
+
+// Kind is what a request is, for the bookkeeping.
+type Kind uint8
+
+const (
+	// Unary requests are counted in flight and give a latency sample.
+	Unary Kind = iota
+	// Stream requests (watches, keep-alives, long polls) live for minutes:
+	// they are counted apart and give no latency sample.
+	Stream
+)
+
+func (k Kind) String() string {
+	switch k {
+	case Unary:
+		return "unary"
+	case Stream:
+		return "stream"
+	}
+	return fmt.Sprintf("Kind(%d)", uint8(k))
+}
+
+// Tags are caller-defined bits attached to endpoints (leader, learner,
+// lagging…), which a Request can exclude, prefer or avoid.
+type Tags uint32
+
+// Request describes one pick. The zero value is a unary request that any
+// endpoint may serve.
+type Request struct {
+	Kind Kind
+	// Exclude: endpoints with any of these tags are never picked.
+	Exclude Tags
+	// Prefer: when an eligible endpoint has one of these tags, only such
+	// endpoints are considered.
+	Prefer Tags
+	// Avoid: endpoints with these tags are picked only when no other is
+	// eligible, or (cost-based policies, unary requests) when every other
+	// eligible endpoint costs more than Config.AvoidFactor times theirs.
+	Avoid Tags
+}
+
+// Result is how a request ended, from the endpoint's point of view.
+type Result uint8
+
+const (
+	// OK: the endpoint answered. Application-level errors (a failed
+	// compare, key not found) are OK: the endpoint did its job.
+	OK Result = iota
+	// Failed: the endpoint is to blame (refused, reset, unavailable). It is
+	// charged a latency sample of at least Config.FailurePenalty and counts
+	// toward ejection.
+	Failed
+	// DeadlineExceeded: the request ran out of time at this endpoint. It is
+	// charged at least Outcome.Timeout and counts toward ejection.
+	DeadlineExceeded
+	// Canceled: the caller gave up for its own reasons. No sample, no blame.
+	Canceled
+)
+
+// Outcome is handed back with a ticket.
+type Outcome struct {
+	Result Result
+	// Timeout is the request's whole deadline, for DeadlineExceeded: the
+	// charge is the larger of it and the time the request took.
+	Timeout time.Duration
+}
+
+// Ticket records one pick. Hand it back to Done exactly once. It is a small
+// value, so picking allocates nothing.
+type Ticket struct {
+	e     *endpoint
+	start int64
+	kind  Kind
+	probe bool
+}
+
+// Addr is the endpoint picked; "" for the zero Ticket.
+func (t Ticket) Addr() string {
+	if t.e == nil {
+		return ""
+	}
+	return t.e.addr
+}
+
+// Kind is the request kind the ticket was issued for.
+func (t Ticket) Kind() Kind { return t.kind }
+
+// Probe reports whether this request is the single probe sent to an
+// endpoint whose ejection has ended.
+func (t Ticket) Probe() bool { return t.probe }
+
+// Errors returned by Pick.
+var (
+	ErrNoEndpoints = errors.New("picker: no endpoints")
+	ErrNoEligible  = errors.New("picker: no endpoint is eligible for this request")
+)
+
+// UnknownEndpointError is returned by PickAddr and SetTags for an address
+// that is not in the set.
+type UnknownEndpointError struct{ Addr string }
+
+func (e *UnknownEndpointError) Error() string {
+	return fmt.Sprintf("picker: unknown endpoint %q", e.Addr)
+}
+
+// state is one immutable endpoint set, in its current shuffled order. It is
+// swapped whole with compare-and-swap; only pin changes in place.
+type state struct {
+	eps []*endpoint
+	pin int32 // atomic: index into eps for the pin policies
+}
+
+// medianRefresh bounds how stale the median of the estimates may be.
+const medianRefresh = int64(100 * time.Millisecond)
+
+// Picker chooses an endpoint for each request. All methods are safe for
+// concurrent use. Pick and Done take no lock and allocate nothing; the
+// endpoint set is swapped with compare-and-swap. A Picker starts no
+// goroutines, so there is nothing to close.
+type Picker struct {
+	// Atomics; 64-bit first for alignment.
+	rr            uint64 // round-robin counter
+	nextReshuffle int64
+	medBits       uint64 // float64 bits of the median estimate; 0 = none measured
+	medAt         int64  // when medBits was computed; 0 = stale
+	st            unsafe.Pointer
+
+	// Immutable after New.
+	s     settings
+	clock Clock
+	rand  Source
+	epoch time.Time
+}
+
+// New returns a Picker with no endpoints. It reports the first bad field of
+// cfg by name.
+func New(cfg Config) (*Picker, error) {
+	s, err := cfg.settings()
+	if err != nil {
+		return nil, err
+	}
+	p := &Picker{s: s, clock: cfg.Clock, rand: cfg.Rand}
+	if p.clock == nil {
+		p.clock = SystemClock
+	}
+	p.epoch = p.clock.Now()
+	if p.rand == nil {
+		p.rand = NewSource(uint64(time.Now().UnixNano()))
+	}
+	p.rr = p.rand.Uint64()
+	p.st = unsafe.Pointer(&state{})
+	if s.reshuffle > 0 {
+		p.nextReshuffle = p.now() + p.jittered()
+	}
+	return p, nil
+}
+
+// Policy returns the policy in force.
+func (p *Picker) Policy() Policy { return Policies[p.s.policy] }
+
+func (p *Picker) now() int64 { return int64(p.clock.Now().Sub(p.epoch)) + 1 }
+
+func (p *Picker) load() *state { return (*state)(atomic.LoadPointer(&p.st)) }
+
+func (p *Picker) jittered() int64 {
+	u := float64(p.rand.Uint64()>>11) / (1 << 53)
+	return int64(float64(p.s.reshuffle) * (1 + p.s.jitter*(2*u-1)))
+}
+
+// SetEndpoints replaces the endpoint set. Endpoints that stay keep their
+// statistics; new ones start unmeasured and in slow start. Duplicates are
+// dropped. Addresses are opaque but must be non-empty and free of spaces.
+func (p *Picker) SetEndpoints(addrs []string) error {
+	var uniq []string
+	seen := make(map[string]bool, len(addrs))
+	for _, a := range addrs {
+		if a == "" || strings.TrimSpace(a) != a || strings.ContainsAny(a, " \t\r\n") {
+			return fmt.Errorf("picker: bad endpoint address %q", a)
+		}
+		if !seen[a] {
+			seen[a] = true
+			uniq = append(uniq, a)
+		}
+	}
+	if len(uniq) > MaxEndpoints {
+		return fmt.Errorf("picker: %d endpoints, more than the limit of %d", len(uniq), MaxEndpoints)
+	}
+	now := p.now()
+	for {
+		old := p.load()
+		have := make(map[string]*endpoint, len(old.eps))
+		for _, e := range old.eps {
+			have[e.addr] = e
+		}
+		eps := make([]*endpoint, len(uniq))
+		for i, a := range uniq {
+			if e, ok := have[a]; ok {
+				eps[i] = e
+				continue
+			}
+			e := &endpoint{addr: a}
+			if len(old.eps) > 0 {
+				e.slowSince = now
+			}
+			eps[i] = e
+		}
+		p.shuffle(eps)
+		if atomic.CompareAndSwapPointer(&p.st, unsafe.Pointer(old), unsafe.Pointer(&state{eps: eps})) {
+			atomic.StoreInt64(&p.medAt, 0)
+			return nil
+		}
+	}
+}
+
+// Endpoints returns the current set in its current order.
+func (p *Picker) Endpoints() []string {
+	st := p.load()
+	out := make([]string, len(st.eps))
+	for i, e := range st.eps {
+		out[i] = e.addr
+	}
+	return out
+}
+
+// SetTags replaces the tags of one endpoint.
+func (p *Picker) SetTags(addr string, t Tags) error {
+	e := p.find(p.load(), addr)
+	if e == nil {
+		return &UnknownEndpointError{Addr: addr}
+	}
+	atomic.StoreUint32(&e.tags, uint32(t))
+	return nil
+}
+
+func (p *Picker) find(st *state, addr string) *endpoint {
+	for _, e := range st.eps {
+		if e.addr == addr {
+			return e
+		}
+	}
+	return nil
+}
+
+func (p *Picker) shuffle(eps []*endpoint) {
+	for i := len(eps) - 1; i > 0; i-- {
+		j := int(p.rand.Uint64() % uint64(i+1))
+		eps[i], eps[j] = eps[j], eps[i]
+	}
+}
+
+// maybeReshuffle installs a freshly shuffled order when the interval is up.
+// One caller wins the race on nextReshuffle; a concurrent SetEndpoints wins
+// over it (it reshuffles anyway).
+func (p *Picker) maybeReshuffle(now int64) {
+	next := atomic.LoadInt64(&p.nextReshuffle)
+	if now < next || !atomic.CompareAndSwapInt64(&p.nextReshuffle, next, now+p.jittered()) {
+		return
+	}
+	old := p.load()
+	eps := make([]*endpoint, len(old.eps))
+	copy(eps, old.eps)
+	p.shuffle(eps)
+	atomic.CompareAndSwapPointer(&p.st, unsafe.Pointer(old), unsafe.Pointer(&state{eps: eps}))
+}
+
+// Reshuffle reshuffles the order now (the periodic reshuffle does the same).
+func (p *Picker) Reshuffle() {
+	for {
+		old := p.load()
+		eps := make([]*endpoint, len(old.eps))
+		copy(eps, old.eps)
+		p.shuffle(eps)
+		if atomic.CompareAndSwapPointer(&p.st, unsafe.Pointer(old), unsafe.Pointer(&state{eps: eps})) {
+			return
+		}
+	}
+}
+
+// Pick chooses an endpoint for r. The ticket must be handed back to Done.
+func (p *Picker) Pick(r Request) (Ticket, error) {
+	now := p.now()
+	if p.s.reshuffle > 0 && now >= atomic.LoadInt64(&p.nextReshuffle) {
+		p.maybeReshuffle(now)
+	}
+	st := p.load()
+	n := len(st.eps)
+	if n == 0 {
+		return Ticket{}, ErrNoEndpoints
+	}
+	var mask, ejected uint64
+	for i, e := range st.eps {
+		if Tags(atomic.LoadUint32(&e.tags))&r.Exclude != 0 {
+			continue
+		}
+		if e.ejected() {
+			if r.Kind == Unary && e.probeDue(now) && atomic.CompareAndSwapInt32(&e.probing, 0, 1) {
+				return p.issue(e, now, r.Kind, true), nil
+			}
+			ejected |= 1 << uint(i)
+		}
+		mask |= 1 << uint(i)
+	}
+	if mask == 0 {
+		return Ticket{}, ErrNoEligible
+	}
+	if mask&^ejected != 0 { // else fail open: every eligible one is ejected
+		mask &^= ejected
+	}
+	if r.Prefer != 0 {
+		if pm := p.tagged(st, mask, r.Prefer); pm != 0 {
+			mask = pm
+		}
+	}
+	var avoid uint64
+	if r.Avoid != 0 {
+		if am := p.tagged(st, mask, r.Avoid); am != 0 && am != mask {
+			avoid, mask = am, mask&^am
+		}
+	}
+	i := p.choose(st, mask, r.Kind, now)
+	if avoid != 0 && r.Kind == Unary && (p.s.policy == polP2C || p.s.policy == polLeast) {
+		i = p.maybeAvoided(st, mask, avoid, i, now)
+	}
+	return p.issue(st.eps[i], now, r.Kind, false), nil
+}
+
+// PickAddr issues a ticket for the named endpoint, whatever its state: for
+// per-call pins, diagnostics and probes.
+func (p *Picker) PickAddr(addr string, k Kind) (Ticket, error) {
+	now := p.now()
+	e := p.find(p.load(), addr)
+	if e == nil {
+		return Ticket{}, &UnknownEndpointError{Addr: addr}
+	}
+	return p.issue(e, now, k, false), nil
+}
+
+func (p *Picker) tagged(st *state, mask uint64, t Tags) uint64 {
+	var m uint64
+	for i, e := range st.eps {
+		if mask&(1<<uint(i)) != 0 && Tags(atomic.LoadUint32(&e.tags))&t != 0 {
+			m |= 1 << uint(i)
+		}
+	}
+	return m
+}
+
+func (p *Picker) issue(e *endpoint, now int64, k Kind, probe bool) Ticket {
+	atomic.AddInt64(&e.picks, 1)
+	if k == Stream {
+		atomic.AddInt64(&e.streams, 1)
+	} else if atomic.AddInt64(&e.inflight, 1) == 1 {
+		atomic.StoreInt64(&e.busySince, now)
+	}
+	return Ticket{e: e, start: now, kind: k, probe: probe}
+}
+
+// Done hands a ticket back with its outcome. The zero Ticket is ignored.
+func (p *Picker) Done(t Ticket, o Outcome) {
+	e := t.e
+	if e == nil {
+		return
+	}
+	now := p.now()
+	if t.kind == Stream {
+		atomic.AddInt64(&e.streams, -1)
+	} else {
+		atomic.AddInt64(&e.inflight, -1)
+		atomic.StoreInt64(&e.lastDone, now)
+	}
+	el := now - t.start
+	if el < 1 {
+		el = 1
+	}
+	switch o.Result {
+	case OK:
+		if t.kind == Unary {
+			p.observe(e, el, now)
+		}
+		p.succeed(e, now, t.probe)
+	case Failed, DeadlineExceeded:
+		if t.kind == Unary {
+			min := p.s.failurePenalty
+			if o.Result == DeadlineExceeded {
+				min = int64(o.Timeout)
+			}
+			if el < min {
+				el = min
+			}
+			p.observe(e, el, now)
+		}
+		p.fail(e, now, t.probe)
+	default:
+		if t.probe {
+			atomic.StoreInt32(&e.probing, 0)
+		}
+	}
+}
+
+// observe records a latency sample. A sample that ends a long idle spell
+// of a slow endpoint (one we were avoiding) starts a slow start, so that a
+// healed member is not flooded the moment it looks cheap again.
+func (p *Picker) observe(e *endpoint, v, now int64) {
+	med := p.median(now)
+	if p.s.slowStart > 0 && p.s.idleDecay > 0 {
+		last := atomic.LoadInt64(&e.lastSample)
+		est := math.Float64frombits(atomic.LoadUint64(&e.estBits))
+		if last != 0 && now-last > p.s.idleGrace+int64(p.s.idleDecay) && est > 2*med {
+			atomic.StoreInt64(&e.slowSince, now)
+		}
+	}
+	e.sample(&p.s, float64(v), now, med)
+}
+
+func (p *Picker) succeed(e *endpoint, now int64, probe bool) {
+	if atomic.LoadInt64(&e.consecFail) != 0 {
+		atomic.StoreInt64(&e.consecFail, 0)
+	}
+	if u := atomic.LoadInt64(&e.ejectedUntil); u != 0 && atomic.CompareAndSwapInt64(&e.ejectedUntil, u, 0) {
+		atomic.StoreInt64(&e.lastEjectEnd, now)
+		atomic.StoreInt64(&e.slowSince, now)
+	}
+	if probe {
+		atomic.StoreInt32(&e.probing, 0)
+	}
+}
+
+func (p *Picker) fail(e *endpoint, now int64, probe bool) {
+	atomic.AddInt64(&e.failures, 1)
+	c := atomic.AddInt64(&e.consecFail, 1)
+	if probe {
+		p.eject(e, now)
+		atomic.StoreInt32(&e.probing, 0)
+	} else if p.s.ejectAfter > 0 && c >= p.s.ejectAfter && !e.ejected() {
+		p.eject(e, now)
+	}
+	if p.s.policy == polPinned || p.s.policy == polShuffledPin {
+		st := p.load()
+		pin := atomic.LoadInt32(&st.pin)
+		if int(pin) < len(st.eps) && st.eps[pin] == e {
+			atomic.CompareAndSwapInt32(&st.pin, pin, int32((int(pin)+1)%len(st.eps)))
+		}
+	}
+}
+
+// eject takes e out of rotation with exponential backoff, unless it is the
+// last endpoint still in rotation: the picker never ejects every endpoint.
+func (p *Picker) eject(e *endpoint, now int64) {
+	if !e.ejected() {
+		in := 0
+		for _, o := range p.load().eps {
+			if o != e && !o.ejected() {
+				in++
+			}
+		}
+		if in == 0 {
+			return
+		}
+	}
+	k := atomic.LoadInt64(&e.ejections)
+	if end := atomic.LoadInt64(&e.lastEjectEnd); end != 0 && now-end > p.s.ejectMax {
+		k = 0
+	}
+	d := p.s.ejectMax
+	if k < 32 && p.s.ejectBase<<uint(k) < d && p.s.ejectBase<<uint(k) > 0 {
+		d = p.s.ejectBase << uint(k)
+	}
+	atomic.StoreInt64(&e.ejections, k+1)
+	atomic.StoreInt64(&e.ejectedUntil, now+d)
+}
+
+// median is the lower median of the measured estimates, refreshed at most
+// every medianRefresh; DefaultRTT while nothing is measured.
+func (p *Picker) median(now int64) float64 {
+	at := atomic.LoadInt64(&p.medAt)
+	if at == 0 || now-at >= medianRefresh {
+		if atomic.CompareAndSwapInt64(&p.medAt, at, now) {
+			atomic.StoreUint64(&p.medBits, medianBits(p.load().eps))
+		}
+	}
+	if b := atomic.LoadUint64(&p.medBits); b != 0 {
+		return math.Float64frombits(b)
+	}
+	return p.s.defaultRTT
+}
+
+// medianBits finds the lower median without allocating: O(n²) over at most
+// MaxEndpoints values, run at most every medianRefresh.
+func medianBits(eps []*endpoint) uint64 {
+	k := 0
+	for _, e := range eps {
+		if atomic.LoadUint64(&e.estBits) != 0 {
+			k++
+		}
+	}
+	if k == 0 {
+		return 0
+	}
+	want := (k - 1) / 2
+	for _, e := range eps {
+		b := atomic.LoadUint64(&e.estBits)
+		if b == 0 {
+			continue
+		}
+		v := math.Float64frombits(b)
+		less, equal := 0, 0
+		for _, o := range eps {
+			ob := atomic.LoadUint64(&o.estBits)
+			if ob == 0 {
+				continue
+			}
+			switch ov := math.Float64frombits(ob); {
+			case ov < v:
+				less++
+			case ov == v:
+				equal++
+			}
+		}
+		if less <= want && want < less+equal {
+			return b
+		}
+	}
+	return 0
+}

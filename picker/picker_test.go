@@ -1,0 +1,577 @@
+package picker
+
+import (
+	"fmt"
+	"math"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+const ms = time.Millisecond
+
+func TestPickEmptyAndBadInput(t *testing.T) {
+	p := mustNew(t, Config{})
+	if _, err := p.Pick(Request{}); err != ErrNoEndpoints {
+		t.Fatalf("Pick on empty set = %v, want ErrNoEndpoints", err)
+	}
+	p.Done(Ticket{}, Outcome{}) // the zero ticket is ignored
+	for _, bad := range []string{"", " a", "a b", "a\n"} {
+		err := p.SetEndpoints([]string{"ok", bad})
+		if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("%q", bad)) {
+			t.Errorf("SetEndpoints(%q) = %v, want an error naming it", bad, err)
+		}
+	}
+	many := make([]string, MaxEndpoints+1)
+	for i := range many {
+		many[i] = fmt.Sprint("m", i)
+	}
+	if err := p.SetEndpoints(many); err == nil || !strings.Contains(err.Error(), "65") {
+		t.Errorf("too many endpoints: %v", err)
+	}
+	if err := p.SetEndpoints([]string{"a", "a", "b"}); err != nil || len(p.Endpoints()) != 2 {
+		t.Errorf("duplicates must be dropped: %v %v", err, p.Endpoints())
+	}
+	if _, err := p.PickAddr("zz", Unary); err == nil || !strings.Contains(err.Error(), `"zz"`) {
+		t.Errorf("PickAddr(unknown) = %v", err)
+	}
+	if err := p.SetTags("zz", 1); err == nil {
+		t.Error("SetTags(unknown) succeeded")
+	}
+	if _, err := p.Pick(Request{Exclude: 1}); err != nil {
+		t.Errorf("untagged endpoints must stay eligible: %v", err)
+	}
+	p.SetTags("a", 1)
+	p.SetTags("b", 1)
+	if _, err := p.Pick(Request{Exclude: 1}); err != ErrNoEligible {
+		t.Errorf("all excluded: %v, want ErrNoEligible", err)
+	}
+}
+
+func TestPairsAreDistinctAndUniform(t *testing.T) {
+	src := NewSource(1)
+	const n = 5
+	mask := uint64(1<<n - 1)
+	counts := make([]int, n*n)
+	draws := 600 * n * (n - 1)
+	for i := 0; i < draws; i++ {
+		a, b := pair(mask, src.Uint64())
+		if a == b {
+			t.Fatalf("pair drew %d twice", a)
+		}
+		counts[a*n+b]++
+	}
+	var ordered []int
+	for a := 0; a < n; a++ {
+		for b := 0; b < n; b++ {
+			if a != b {
+				ordered = append(ordered, counts[a*n+b])
+			}
+		}
+	}
+	x := chiSquare(ordered, float64(draws)/float64(len(ordered)))
+	if crit := chiSquareCritical(len(ordered)-1, z1e6); x > crit {
+		t.Fatalf("pair distribution χ²=%.1f > %.1f: %v", x, crit, ordered)
+	}
+	// A sparse mask draws only its members.
+	for i := 0; i < 1000; i++ {
+		a, b := pair(0x22, src.Uint64())
+		if !(a == 1 && b == 5 || a == 5 && b == 1) {
+			t.Fatalf("pair(0x22) = %d,%d", a, b)
+		}
+	}
+}
+
+func TestTieBreakIsRandom(t *testing.T) {
+	// Unmeasured endpoints with nothing in flight all cost the same, so
+	// every pick is a tie: the winner must be uniform, not the lower index.
+	p := mustNew(t, Config{Clock: newFakeClock(), Rand: NewSource(2)}, five...)
+	counts := map[string]int{}
+	const draws = 5 * 1000
+	for i := 0; i < draws; i++ {
+		tk, err := p.Pick(Request{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		counts[tk.Addr()]++
+		p.Done(tk, Outcome{Result: Canceled})
+	}
+	var c []int
+	for _, a := range five {
+		c = append(c, counts[a])
+	}
+	if x, crit := chiSquare(c, draws/5), chiSquareCritical(4, z1e6); x > crit {
+		t.Fatalf("tie-break χ²=%.1f > %.1f: %v", x, crit, counts)
+	}
+}
+
+func TestPeakEWMA(t *testing.T) {
+	clk := newFakeClock()
+	p := mustNew(t, Config{Clock: clk, Rand: NewSource(3), IdleDecay: -1}, "a")
+	run := func(d time.Duration) {
+		tk, _ := p.PickAddr("a", Unary)
+		clk.Advance(d)
+		p.Done(tk, Outcome{})
+	}
+	run(10 * ms)
+	if got := statsOf(t, p, "a").Estimate; got != 10*ms {
+		t.Fatalf("first sample: estimate %v, want 10ms", got)
+	}
+	run(100 * ms)
+	if got := statsOf(t, p, "a").Estimate; got != 100*ms {
+		t.Fatalf("a peak replaces the estimate at once: %v", got)
+	}
+	clk.Advance(10*time.Second - 10*ms)
+	run(10 * ms) // Δt = τ: w = 1/e
+	want := 100*math.Exp(-1) + 10*(1-math.Exp(-1))
+	got := float64(statsOf(t, p, "a").Estimate) / float64(ms)
+	if math.Abs(got-want) > 0.01 {
+		t.Fatalf("decay over τ: %.3fms, want %.3fms", got, want)
+	}
+	// Reading does not change the estimate.
+	bits := p.load().eps[0].estBits
+	for i := 0; i < 10; i++ {
+		clk.Advance(time.Second)
+		p.Snapshot()
+	}
+	if p.load().eps[0].estBits != bits {
+		t.Fatal("reading the estimate changed it")
+	}
+}
+
+// measure gives each endpoint a latency sample.
+func measure(p *Picker, clk *fakeClock, lat map[string]time.Duration) {
+	for a, d := range lat {
+		tk, _ := p.PickAddr(a, Unary)
+		clk.Advance(d)
+		p.Done(tk, Outcome{})
+	}
+}
+
+func TestIdleDecayTowardMedian(t *testing.T) {
+	clk := newFakeClock()
+	p := mustNew(t, Config{Clock: clk, Rand: NewSource(4)}, "a", "b", "c")
+	measure(p, clk, map[string]time.Duration{"a": 10 * ms, "b": 10 * ms})
+	measure(p, clk, map[string]time.Duration{"c": 110 * ms})
+	clk.Advance(time.Duration(medianRefresh))
+	measure(p, clk, map[string]time.Duration{"a": 10 * ms, "b": 10 * ms})
+	if e := statsOf(t, p, "c").Estimate; e < 109*ms {
+		t.Fatalf("within the grace the estimate holds: %v", e)
+	}
+	clk.Advance(DefaultIdleGrace + DefaultIdleDecay)
+	measure(p, clk, map[string]time.Duration{"a": 10 * ms, "b": 10 * ms}) // keep the median fresh
+	got := float64(statsOf(t, p, "c").Estimate) / float64(ms)
+	// ≈ 10 + 100/e after one idle time constant (a little more has passed).
+	if got > 10+100*math.Exp(-1)+0.5 || got < 10+100*math.Exp(-1.1) {
+		t.Fatalf("after one idle time constant: %.2fms", got)
+	}
+	clk.Advance(60 * time.Second)
+	if got := statsOf(t, p, "c").Estimate; got > 11*ms {
+		t.Fatalf("long idle: estimate %v, want ≈ median 10ms", got)
+	}
+	// With idle decay off, a slow endpoint stays slow.
+	p2 := mustNew(t, Config{Clock: clk, Rand: NewSource(4), IdleDecay: -1}, "a", "b", "c")
+	measure(p2, clk, map[string]time.Duration{"a": 10 * ms, "b": 10 * ms, "c": 110 * ms})
+	clk.Advance(time.Minute)
+	if got := statsOf(t, p2, "c").Estimate; got != 110*ms {
+		t.Fatalf("idle decay off: %v", got)
+	}
+}
+
+func TestStallCharge(t *testing.T) {
+	clk := newFakeClock()
+	p := mustNew(t, Config{Clock: clk, Rand: NewSource(5)}, five...)
+	for i := 0; i < 3; i++ {
+		measure(p, clk, map[string]time.Duration{"a": 10 * ms, "b": 10 * ms, "c": 10 * ms, "d": 10 * ms, "e": 10 * ms})
+	}
+	stuck, _ := p.PickAddr("a", Unary) // black-holed: never completes
+	clk.Advance(5 * ms)
+	if e := statsOf(t, p, "a").Estimate; e != 10*ms {
+		t.Fatalf("before the estimate passes, no stall charge: %v", e)
+	}
+	clk.Advance(45 * ms)
+	if e := statsOf(t, p, "a").Estimate; e != 50*ms {
+		t.Fatalf("stalled for 50ms: estimate %v, want 50ms", e)
+	}
+	// New picks avoid the stalled endpoint although nothing has failed.
+	for i := 0; i < 1000; i++ {
+		tk, _ := p.Pick(Request{})
+		if tk.Addr() == "a" {
+			t.Fatalf("pick %d went to the stalled endpoint", i)
+		}
+		clk.Advance(ms)
+		p.Done(tk, Outcome{})
+	}
+	p.Done(stuck, Outcome{Result: DeadlineExceeded, Timeout: time.Second})
+	if e := statsOf(t, p, "a").Estimate; e < time.Second {
+		t.Fatalf("a deadline is charged as the full deadline: %v", e)
+	}
+}
+
+func TestFailureCharges(t *testing.T) {
+	clk := newFakeClock()
+	p := mustNew(t, Config{Clock: clk, Rand: NewSource(6), EjectAfter: -1}, "a", "b")
+	measure(p, clk, map[string]time.Duration{"a": 10 * ms, "b": 10 * ms})
+	tk, _ := p.PickAddr("a", Unary)
+	clk.Advance(ms)
+	p.Done(tk, Outcome{Result: Failed})
+	s := statsOf(t, p, "a")
+	if s.Estimate != DefaultFailurePenalty || s.Failures != 1 || s.ConsecutiveFailures != 1 {
+		t.Fatalf("a fast failure must not look fast: %+v", s)
+	}
+	tk, _ = p.PickAddr("a", Unary)
+	clk.Advance(ms)
+	p.Done(tk, Outcome{Result: Canceled})
+	if s := statsOf(t, p, "a"); s.Failures != 1 || s.Estimate != DefaultFailurePenalty {
+		t.Fatalf("cancel is neither a sample nor a failure: %+v", s)
+	}
+	tk, _ = p.PickAddr("a", Unary)
+	p.Done(tk, Outcome{})
+	if s := statsOf(t, p, "a"); s.ConsecutiveFailures != 0 || s.Failures != 1 {
+		t.Fatalf("success resets the streak: %+v", s)
+	}
+}
+
+func TestEjectionProbeAndBackoff(t *testing.T) {
+	clk := newFakeClock()
+	p := mustNew(t, Config{Clock: clk, Rand: NewSource(7)}, "a", "b", "c")
+	failA := func() {
+		tk, _ := p.PickAddr("a", Unary)
+		p.Done(tk, Outcome{Result: Failed})
+	}
+	for i := 0; i < DefaultEjectAfter-1; i++ {
+		failA()
+	}
+	if statsOf(t, p, "a").Ejected {
+		t.Fatal("ejected too early")
+	}
+	failA()
+	s := statsOf(t, p, "a")
+	if !s.Ejected || s.EjectedUntil.Sub(clk.Now()) != DefaultEjectBase {
+		t.Fatalf("after %d failures: %+v", DefaultEjectAfter, s)
+	}
+	pickN := func(n int) map[string]int {
+		got := map[string]int{}
+		var tks []Ticket
+		for i := 0; i < n; i++ {
+			tk, err := p.Pick(Request{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got[tk.Addr()]++
+			if tk.Probe() {
+				got["probe"]++
+			}
+			tks = append(tks, tk)
+		}
+		for _, tk := range tks {
+			if !tk.Probe() {
+				p.Done(tk, Outcome{})
+			}
+		}
+		return got
+	}
+	if got := pickN(300); got["a"] != 0 {
+		t.Fatalf("ejected endpoint picked: %v", got)
+	}
+	clk.Advance(DefaultEjectBase)
+	// Exactly one probe goes out; while it is out, nothing else goes there.
+	probe, err := p.Pick(Request{})
+	if err != nil || probe.Addr() != "a" || !probe.Probe() {
+		t.Fatalf("first pick after the ejection ends = %q probe=%v, %v", probe.Addr(), probe.Probe(), err)
+	}
+	if got := pickN(300); got["a"] != 0 || got["probe"] != 0 {
+		t.Fatalf("second probe or traffic while probing: %v", got)
+	}
+	p.Done(probe, Outcome{Result: Failed})
+	s = statsOf(t, p, "a")
+	if !s.Ejected || s.EjectedUntil.Sub(clk.Now()) != 2*DefaultEjectBase {
+		t.Fatalf("failed probe must double the ejection: %+v", s)
+	}
+	clk.Advance(2 * DefaultEjectBase)
+	probe, _ = p.Pick(Request{})
+	if !probe.Probe() {
+		t.Fatal("no probe after the second ejection")
+	}
+	p.Done(probe, Outcome{})
+	if s := statsOf(t, p, "a"); s.Ejected {
+		t.Fatalf("a good probe must return the endpoint: %+v", s)
+	}
+	// With realistic latencies it wins its share back as the failure
+	// charges decay.
+	got := map[string]int{}
+	noise := NewSource(70)
+	for i := 0; i < 6000; i++ {
+		tk, _ := p.Pick(Request{})
+		clk.Advance(8*ms + time.Duration(noise.Uint64()%uint64(4*ms)))
+		p.Done(tk, Outcome{})
+		if i >= 5000 {
+			got[tk.Addr()]++
+		}
+	}
+	if got["a"] < 200 {
+		t.Fatalf("returned endpoint's share a minute later: %v", got)
+	}
+}
+
+func TestNeverEjectsEveryEndpoint(t *testing.T) {
+	for _, pol := range Policies {
+		clk := newFakeClock()
+		p := mustNew(t, Config{Policy: pol, Clock: clk, Rand: NewSource(8)}, "a", "b")
+		for i := 0; i < 50; i++ {
+			for _, a := range []string{"a", "b"} {
+				tk, _ := p.PickAddr(a, Unary)
+				p.Done(tk, Outcome{Result: Failed})
+			}
+		}
+		ejected := 0
+		for _, s := range p.Snapshot() {
+			if s.Ejected {
+				ejected++
+			}
+		}
+		if ejected != 1 {
+			t.Fatalf("%s: %d of 2 ejected, want exactly 1", pol, ejected)
+		}
+		for i := 0; i < 10; i++ {
+			tk, err := p.Pick(Request{})
+			if err != nil {
+				t.Fatalf("%s: %v", pol, err)
+			}
+			p.Done(tk, Outcome{Result: Canceled})
+		}
+	}
+}
+
+func TestReshuffle(t *testing.T) {
+	clk := newFakeClock()
+	p := mustNew(t, Config{Policy: ShuffledPin, Clock: clk, Rand: NewSource(9)}, five...)
+	pinned := func() string {
+		tk, _ := p.Pick(Request{})
+		p.Done(tk, Outcome{})
+		return tk.Addr()
+	}
+	seen := map[string]bool{}
+	for i := 0; i < 50; i++ {
+		first := pinned()
+		for j := 0; j < 20; j++ {
+			clk.Advance(100 * ms) // 2s, well inside the interval
+			if got := pinned(); got != first {
+				t.Fatalf("pin moved without a reshuffle: %s → %s", first, got)
+			}
+		}
+		seen[first] = true
+		clk.Advance(DefaultReshuffleInterval * 13 / 10) // past the interval plus jitter
+	}
+	if len(seen) != len(five) {
+		t.Fatalf("50 reshuffles pinned only %v", seen)
+	}
+
+	// Switched off, and for the pinned policy: the order never changes.
+	for _, cfg := range []Config{{Policy: RoundRobin, ReshuffleInterval: -1}, {Policy: Pinned}} {
+		cfg.Clock, cfg.Rand = clk, NewSource(10)
+		p := mustNew(t, cfg, five...)
+		order := strings.Join(p.Endpoints(), ",")
+		for i := 0; i < 20; i++ {
+			clk.Advance(time.Minute)
+			tk, _ := p.Pick(Request{})
+			p.Done(tk, Outcome{})
+			if got := strings.Join(p.Endpoints(), ","); got != order {
+				t.Fatalf("%s: order changed %s → %s", cfg.Policy, order, got)
+			}
+		}
+	}
+}
+
+func TestPinnedMovesOnFailureOnly(t *testing.T) {
+	clk := newFakeClock()
+	p := mustNew(t, Config{Policy: Pinned, Clock: clk, Rand: NewSource(11)}, five...)
+	tk, _ := p.Pick(Request{})
+	first := tk.Addr()
+	p.Done(tk, Outcome{})
+	for i := 0; i < 100; i++ {
+		tk, _ := p.Pick(Request{})
+		if tk.Addr() != first {
+			t.Fatalf("pinned moved without a failure")
+		}
+		p.Done(tk, Outcome{})
+	}
+	tk, _ = p.Pick(Request{})
+	p.Done(tk, Outcome{Result: Failed})
+	tk, _ = p.Pick(Request{})
+	if tk.Addr() == first {
+		t.Fatal("pinned stayed after a failure")
+	}
+}
+
+func TestRoundRobinIsEven(t *testing.T) {
+	p := mustNew(t, Config{Policy: RoundRobin, Clock: newFakeClock(), Rand: NewSource(12)}, five...)
+	got := map[string]int{}
+	for i := 0; i < 500; i++ {
+		tk, _ := p.Pick(Request{})
+		got[tk.Addr()]++
+		p.Done(tk, Outcome{})
+	}
+	for _, a := range five {
+		if got[a] != 100 {
+			t.Fatalf("round robin: %v", got)
+		}
+	}
+}
+
+func TestLeastOutstanding(t *testing.T) {
+	p := mustNew(t, Config{Policy: LeastOutstanding, Clock: newFakeClock(), Rand: NewSource(13)}, "a", "b", "c")
+	var held []Ticket
+	for i := 0; i < 30; i++ {
+		tk, _ := p.Pick(Request{})
+		held = append(held, tk)
+	}
+	for _, s := range p.Snapshot() {
+		if s.InFlight != 10 {
+			t.Fatalf("least-outstanding with nothing completing: %+v", p.Snapshot())
+		}
+	}
+	for _, tk := range held {
+		p.Done(tk, Outcome{})
+	}
+}
+
+func TestStreamsSpreadByTheirOwnCount(t *testing.T) {
+	for _, pol := range []Policy{P2CEWMA, LeastOutstanding, RoundRobin} {
+		p := mustNew(t, Config{Policy: pol, Clock: newFakeClock(), Rand: NewSource(14)}, "a", "b", "c")
+		var held []Ticket
+		for i := 0; i < 30; i++ {
+			tk, _ := p.Pick(Request{Kind: Stream})
+			if tk.Kind() != Stream {
+				t.Fatal("ticket kind lost")
+			}
+			held = append(held, tk)
+		}
+		for _, s := range p.Snapshot() {
+			if s.Streams != 10 || s.InFlight != 0 || s.Measured {
+				t.Fatalf("%s: 30 streams over 3: %+v", pol, s)
+			}
+		}
+		for _, tk := range held {
+			p.Done(tk, Outcome{})
+		}
+		for _, s := range p.Snapshot() {
+			if s.Streams != 0 || s.Measured {
+				t.Fatalf("%s: closed streams: %+v", pol, s)
+			}
+		}
+	}
+}
+
+func TestTags(t *testing.T) {
+	const leader, learner Tags = 1, 2
+	clk := newFakeClock()
+	p := mustNew(t, Config{Clock: clk, Rand: NewSource(15)}, "a", "b", "c", "d")
+	p.SetTags("a", leader)
+	p.SetTags("d", learner)
+	count := func(r Request) map[string]int {
+		got := map[string]int{}
+		for i := 0; i < 400; i++ {
+			tk, err := p.Pick(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got[tk.Addr()]++
+			clk.Advance(ms)
+			p.Done(tk, Outcome{})
+		}
+		return got
+	}
+	if got := count(Request{Prefer: leader, Exclude: learner}); got["a"] != 400 {
+		t.Fatalf("prefer leader: %v", got)
+	}
+	if got := count(Request{Exclude: learner}); got["d"] != 0 {
+		t.Fatalf("exclude learner: %v", got)
+	}
+	if got := count(Request{Avoid: leader}); got["a"] != 0 || got["b"] == 0 || got["c"] == 0 || got["d"] == 0 {
+		t.Fatalf("avoid leader while others are as cheap: %v", got)
+	}
+	// When every other endpoint costs far more, the avoided one serves.
+	for _, a := range []string{"b", "c", "d"} {
+		measure(p, clk, map[string]time.Duration{a: 500 * ms})
+	}
+	if got := count(Request{Avoid: leader}); got["a"] == 0 {
+		t.Fatalf("avoided endpoint never used although the rest cost >2×: %v", got)
+	}
+	p.SetTags("a", 0)
+	if got := count(Request{Prefer: leader}); got["a"] == 400 {
+		t.Fatalf("prefer with no tagged endpoint must fall back to all: %v", got)
+	}
+}
+
+func TestSetEndpointsKeepsStats(t *testing.T) {
+	clk := newFakeClock()
+	p := mustNew(t, Config{Clock: clk, Rand: NewSource(16)}, "a", "b")
+	measure(p, clk, map[string]time.Duration{"a": 7 * ms, "b": 9 * ms})
+	if err := p.SetEndpoints([]string{"b", "c"}); err != nil {
+		t.Fatal(err)
+	}
+	got := p.Endpoints()
+	sort.Strings(got)
+	if strings.Join(got, ",") != "b,c" {
+		t.Fatalf("set = %v", got)
+	}
+	if s := statsOf(t, p, "b"); s.Estimate != 9*ms || s.Picks != 1 {
+		t.Fatalf("b lost its stats: %+v", s)
+	}
+	if s := statsOf(t, p, "c"); s.Measured || s.Estimate != 9*ms {
+		t.Fatalf("c must start unmeasured at the median: %+v", s)
+	}
+	// c is in slow start: it costs more than b although it has the same rtt.
+	if sb, sc := statsOf(t, p, "b"), statsOf(t, p, "c"); !(sc.Cost > sb.Cost) {
+		t.Fatalf("no slow start: b %.0f c %.0f", sb.Cost, sc.Cost)
+	}
+}
+
+func TestConcurrentSetUpdates(t *testing.T) {
+	p := mustNew(t, Config{Rand: NewSource(17), ReshuffleInterval: time.Millisecond}, five...)
+	sets := [][]string{five, {"a", "b"}, {"c", "d", "e", "f"}, {"a"}, {}}
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				tk, err := p.Pick(Request{Kind: Kind(i % 2)})
+				if err == ErrNoEndpoints {
+					continue
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				p.Done(tk, Outcome{Result: Result(i % 4)})
+			}
+		}(g)
+	}
+	for i := 0; i < 2000; i++ {
+		if err := p.SetEndpoints(sets[i%len(sets)]); err != nil {
+			t.Fatal(err)
+		}
+		if i%7 == 0 {
+			p.Snapshot()
+			p.SetTags("a", Tags(i))
+		}
+	}
+	close(stop)
+	wg.Wait()
+	p.SetEndpoints(five)
+	for _, s := range p.Snapshot() {
+		if s.InFlight != 0 || s.Streams != 0 {
+			t.Fatalf("counts leaked across set updates: %+v", s)
+		}
+	}
+}

@@ -1,0 +1,157 @@
+package picker
+
+import "sync/atomic"
+
+// choose applies the policy to the endpoints in mask (never empty).
+func (p *Picker) choose(st *state, mask uint64, k Kind, now int64) int {
+	if single(mask) {
+		return lowest(mask)
+	}
+	switch p.s.policy {
+	case polP2C:
+		if k == Stream {
+			return p.leastBy(st, mask, &streamsOf)
+		}
+		return p.p2c(st, mask, now)
+	case polLeast:
+		if k == Stream {
+			return p.leastBy(st, mask, &streamsOf)
+		}
+		return p.leastBy(st, mask, &inflightOf)
+	case polRR:
+		n := uint64(len(st.eps))
+		return nextIn(mask, int(atomic.AddUint64(&p.rr, 1)%n), len(st.eps))
+	default:
+		return nextIn(mask, int(atomic.LoadInt32(&st.pin)), len(st.eps))
+	}
+}
+
+// p2c draws two distinct endpoints and keeps the cheaper, ties at random.
+func (p *Picker) p2c(st *state, mask uint64, now int64) int {
+	ia, ib := pair(mask, p.rand.Uint64())
+	med := p.median(now)
+	ca := st.eps[ia].cost(&p.s, now, med)
+	cb := st.eps[ib].cost(&p.s, now, med)
+	switch {
+	case ca < cb:
+		return ia
+	case cb < ca:
+		return ib
+	case p.rand.Uint64()&1 == 0:
+		return ia
+	}
+	return ib
+}
+
+// pair maps one random value to two distinct members of mask (≥ 2 bits),
+// uniformly over ordered pairs.
+func pair(mask, r uint64) (int, int) {
+	k := uint64(popcount(mask))
+	a := (r & 0xffffffff) % k
+	b := (r >> 32) % (k - 1)
+	if b >= a {
+		b++
+	}
+	return nth(mask, int(a)), nth(mask, int(b))
+}
+
+// counter reads one of an endpoint's counts. Passed as a pointer to a
+// package-level func value so that the call does not allocate.
+type counter func(e *endpoint) int64
+
+var (
+	inflightOf counter = func(e *endpoint) int64 { return atomic.LoadInt64(&e.inflight) }
+	streamsOf  counter = func(e *endpoint) int64 { return atomic.LoadInt64(&e.streams) }
+)
+
+// leastBy takes the endpoint with the smallest count; ties are broken
+// uniformly at random (reservoir sampling over the tied ones).
+func (p *Picker) leastBy(st *state, mask uint64, c *counter) int {
+	best, ties := -1, 0
+	var bestV int64
+	for i, e := range st.eps {
+		if mask&(1<<uint(i)) == 0 {
+			continue
+		}
+		v := (*c)(e)
+		switch {
+		case best < 0 || v < bestV:
+			best, bestV, ties = i, v, 1
+		case v == bestV:
+			ties++
+			if p.rand.Uint64()%uint64(ties) == 0 {
+				best = i
+			}
+		}
+	}
+	return best
+}
+
+// maybeAvoided returns the cheapest avoided endpoint if every endpoint in
+// mask costs more than AvoidFactor times it, else chosen.
+func (p *Picker) maybeAvoided(st *state, mask, avoid uint64, chosen int, now int64) int {
+	med := p.median(now)
+	load := func(e *endpoint) float64 {
+		if p.s.policy == polLeast {
+			return float64(atomic.LoadInt64(&e.inflight) + 1)
+		}
+		return e.cost(&p.s, now, med)
+	}
+	minRest := -1.0
+	bestAvoid, minAvoid := -1, 0.0
+	for i, e := range st.eps {
+		bit := uint64(1) << uint(i)
+		switch {
+		case mask&bit != 0:
+			if v := load(e); minRest < 0 || v < minRest {
+				minRest = v
+			}
+		case avoid&bit != 0:
+			if v := load(e); bestAvoid < 0 || v < minAvoid {
+				bestAvoid, minAvoid = i, v
+			}
+		}
+	}
+	if bestAvoid >= 0 && minRest > p.s.avoidFactor*minAvoid {
+		return bestAvoid
+	}
+	return chosen
+}
+
+func single(m uint64) bool { return m&(m-1) == 0 }
+
+func popcount(m uint64) int {
+	n := 0
+	for ; m != 0; m &= m - 1 {
+		n++
+	}
+	return n
+}
+
+func lowest(m uint64) int {
+	i := 0
+	for m&1 == 0 {
+		m >>= 1
+		i++
+	}
+	return i
+}
+
+// nth returns the index of the k-th (0-based) set bit of m.
+func nth(m uint64, k int) int {
+	for ; k > 0; k-- {
+		m &= m - 1
+	}
+	return lowest(m)
+}
+
+// nextIn returns the first index at or after start (cyclically) in mask.
+func nextIn(mask uint64, start, n int) int {
+	for j := 0; j < n; j++ {
+		i := (start + j) % n
+		if mask&(1<<uint(i)) != 0 {
+			return i
+		}
+	}
+	return lowest(mask)
+}
