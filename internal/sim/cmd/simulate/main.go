@@ -1,0 +1,153 @@
+// Command simulate runs one scenario of the load-balancing simulation
+// (package internal/sim) under every picker policy and prints the results.
+//
+// Usage:
+//
+//	go run ./internal/sim/cmd/simulate -scenario NAME [-seed N] [-json]
+//	        [-policy p2c-ewma,round-robin,...] [-eject-after N]
+//
+// Without -json it prints a table; with -json exactly one JSON object:
+//
+//	{"scenario": "...", "seed": N, "model": {...}, "results": [{"policy": "...",
+//	 "requests": N, "errors": N, "lost": N, "latency_ms": {"p50": x, ...},
+//	 "member_share": [x, ...], "max_over_mean_share": x, ...}]}
+//
+// Bad flags are reported on standard error, naming the bad value, with exit
+// status 2.
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/etcdbalance/etcdbalance-go/internal/sim"
+	"github.com/etcdbalance/etcdbalance-go/picker"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run is main without the process: it returns the exit status.
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("simulate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	scenario := fs.String("scenario", "", "scenario to run, one of: "+strings.Join(sim.ScenarioNames(), ", "))
+	seed := fs.Uint64("seed", 1, "random seed; the same seed gives the same output")
+	asJSON := fs.Bool("json", false, "print one JSON object instead of a table")
+	policies := fs.String("policy", "", "comma-separated policies to run (default: all)")
+	ejectAfter := fs.Int("eject-after", 0, "engine EjectAfter for every policy: 0 gives p2c-ewma and least-outstanding the engine default and runs the stock-client baselines (round-robin, shuffled-pin, pinned) without ejection; -1 disables ejection everywhere")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2 // the flag package has printed the error and the usage
+	}
+	fail := func(format string, a ...any) int {
+		fmt.Fprintf(stderr, "simulate: "+format+"\n", a...)
+		return 2
+	}
+	if fs.NArg() > 0 {
+		return fail("unexpected argument %q", fs.Arg(0))
+	}
+	if *scenario == "" {
+		return fail("-scenario is required (one of: %s)", strings.Join(sim.ScenarioNames(), ", "))
+	}
+	sc, ok := sim.Lookup(*scenario)
+	if !ok {
+		return fail("unknown scenario %q (want one of: %s)", *scenario, strings.Join(sim.ScenarioNames(), ", "))
+	}
+	pols := picker.Policies
+	if *policies != "" {
+		pols = nil
+		for _, name := range strings.Split(*policies, ",") {
+			p, err := picker.ParsePolicy(strings.TrimSpace(name))
+			if err != nil || name == "" {
+				return fail("unknown policy %q in -policy (want one of: %v)", name, picker.Policies)
+			}
+			pols = append(pols, p)
+		}
+	}
+	if *ejectAfter < -1 {
+		return fail("-eject-after %d: want -1 (off), 0 (default) or a positive count", *ejectAfter)
+	}
+	rep, err := sim.RunScenario(sc, *seed, pols, picker.Config{EjectAfter: *ejectAfter})
+	if err != nil {
+		fmt.Fprintln(stderr, "simulate:", err)
+		return 1
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(rep); err != nil {
+			fmt.Fprintln(stderr, "simulate:", err)
+			return 1
+		}
+		return 0
+	}
+	printTable(stdout, rep)
+	return 0
+}
+
+func printTable(w io.Writer, rep sim.Report) {
+	m := rep.Model
+	fmt.Fprintf(w, "scenario %s, seed %d: %d clients × %d loops, %d members × %d workers, service %.3g ms (exp), think %.3g ms (exp), target load %.2f of %.0f req/s, deadline %.0f ms, warm-up %.0f s, measured %.0f s\n",
+		rep.Scenario, rep.Seed, m.Clients, m.Loops, m.Members, m.Workers, m.MeanServiceMs, m.ThinkMs,
+		m.TargetLoad, m.CapacityRps, m.DeadlineMs, m.WarmupS, m.MeasureS)
+	for _, f := range m.Faults {
+		end := "end of run"
+		if f.EndS > 0 {
+			end = fmt.Sprintf("%gs", f.EndS)
+		}
+		extra := ""
+		if f.Factor != 0 {
+			extra = fmt.Sprintf(" ×%g", f.Factor)
+		}
+		fmt.Fprintf(w, "fault: member %d %s%s from %gs to %s\n", f.Member, f.Kind, extra, f.StartS, end)
+	}
+	fmt.Fprintln(w)
+
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "policy            \trequests\terrors\tlost\tp50 ms\tp90 ms\tp99 ms\tp99.9 ms\tutil\tmax/mean\tshares\t")
+	for _, r := range rep.Results {
+		shares := make([]string, len(r.MemberShare))
+		for i, s := range r.MemberShare {
+			shares[i] = fmt.Sprintf("%.3f", s)
+		}
+		fmt.Fprintf(tw, "%-18s\t%d\t%d\t%d\t%.1f\t%.1f\t%.1f\t%.1f\t%.2f\t%.3f\t%s\t\n",
+			r.Policy, r.Requests, r.Errors, r.Lost, r.Latency.P50, r.Latency.P90, r.Latency.P99,
+			r.Latency.P999, r.Utilization, r.MaxOverMeanShare, strings.Join(shares, " "))
+	}
+	tw.Flush()
+
+	if len(rep.Results) > 0 && rep.Results[0].Blackhole != nil {
+		b := rep.Results[0].Blackhole
+		fmt.Fprintf(w, "\nblack hole on member %d from %gs to %gs:\n", b.Member, b.StartS, b.EndS)
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "policy            \tcharged clients\tmax charge delay ms\tpicks after charge\tto member\tshare\twindow requests\tdeadline errors\trate\tdropped at end\t")
+		for _, r := range rep.Results {
+			b := r.Blackhole
+			fmt.Fprintf(tw, "%-18s\t%d\t%.1f\t%d\t%d\t%.4f\t%d\t%d\t%.4f\t%d\t\n", r.Policy, b.ChargedClients,
+				b.MaxChargeDelayMs, b.RequestsAfterCharge, b.ToMemberAfterCharge, b.ShareAfterCharge,
+				b.WindowRequests, b.WindowDeadlineErrors, b.WindowErrorRate, b.DroppedAtEnd)
+		}
+		tw.Flush()
+	}
+	if len(rep.Results) > 0 && rep.Results[0].Recovery != nil {
+		rc := rep.Results[0].Recovery
+		fmt.Fprintf(w, "\nrecovery of member %d, healed at %gs (share / fair share %.2f):\n", rc.Member, rc.HealS, rc.FairShare)
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "policy            \theal+15..20s\tpeak 1s window\tpeak at s\tfirst ≥0.75 after s\t")
+		for _, r := range rep.Results {
+			rc := r.Recovery
+			fmt.Fprintf(tw, "%-18s\t%.3f\t%.3f\t%g\t%g\t\n", r.Policy, rc.RecoveredRatio, rc.PeakRatio, rc.PeakAtS, rc.FirstFairS)
+		}
+		tw.Flush()
+	}
+}
