@@ -74,6 +74,11 @@ type Outcome struct {
 	// Timeout is the request's whole deadline, for DeadlineExceeded: the
 	// charge is the larger of it and the time the request took.
 	Timeout time.Duration
+	// Latency, when positive, is the latency sample for an OK result in
+	// place of the time since Pick: for transports that measure to the
+	// response headers but keep the request in flight until its body is
+	// read.
+	Latency time.Duration
 }
 
 // Ticket records one pick. Hand it back to Done exactly once. It is a small
@@ -386,6 +391,9 @@ func (p *Picker) Done(t Ticket, o Outcome) {
 	switch o.Result {
 	case OK:
 		if t.kind == Unary {
+			if o.Latency > 0 {
+				el = int64(o.Latency)
+			}
 			p.observe(e, el, now)
 		}
 		p.succeed(e, now, t.probe)

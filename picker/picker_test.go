@@ -119,6 +119,13 @@ func TestPeakEWMA(t *testing.T) {
 	if got := statsOf(t, p, "a").Estimate; got != 10*ms {
 		t.Fatalf("first sample: estimate %v, want 10ms", got)
 	}
+	// A sample given with the outcome wins over the time since Pick.
+	tk, _ := p.PickAddr("a", Unary)
+	clk.Advance(50 * ms)
+	p.Done(tk, Outcome{Latency: 4 * ms})
+	if got := statsOf(t, p, "a").Estimate; got >= 10*ms {
+		t.Fatalf("Outcome.Latency ignored: estimate %v", got)
+	}
 	run(100 * ms)
 	if got := statsOf(t, p, "a").Estimate; got != 100*ms {
 		t.Fatalf("a peak replaces the estimate at once: %v", got)

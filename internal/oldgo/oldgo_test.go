@@ -16,7 +16,7 @@ import (
 // Packages in the list may import each other. v2compat joins the list
 // (`var checked = []string{"picker", "v2compat"}`) once its directory
 // exists.
-var checked = []string{"picker"}
+var checked = []string{"picker", "v2compat"}
 
 // go18Minor is the Go 1.x release the checked packages must support.
 const go18Minor = 8

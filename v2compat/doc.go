@@ -1,0 +1,84 @@
+// Package v2compat balances the requests of an etcd v2 client over the
+// members of the cluster, request by request, instead of pinning one member
+// until it fails.
+//
+// The v2 client (go.etcd.io/etcd/client/v2, and github.com/coreos/etcd/client
+// before it) shuffles its endpoints once and sends everything to the first
+// one that answers. Its Config.Transport, though, sees every request: a
+// Transport from this package rewrites each request's scheme and host to
+// the member the picker engine (package picker) finds cheapest at that
+// moment, from latency and requests in flight. Nothing else in the client
+// changes, so the package fits every vintage of the v2 client, including
+// the one Kubernetes 1.7 vendored.
+//
+// Wiring, with the endpoints given to both:
+//
+//	tr, err := v2compat.New(&http.Transport{...}, endpoints)
+//	if err != nil { ... }
+//	defer tr.Close()
+//	c, err := client.New(client.Config{Endpoints: endpoints, Transport: tr})
+//
+// Package v2compat/v2client does this for go.etcd.io/etcd/client/v2 and keeps
+// the endpoint set in step with the client's Sync and SetEndpoints.
+//
+// # Classification
+//
+//   - GET under /v2/keys is a read: any member serves it from its own store.
+//   - GET with quorum=true is a linearizable read. It goes through raft
+//     wherever it enters, but the member that received it builds the
+//     answer, so it is spread like any read rather than sent to the leader
+//     (which would rebuild the hot spot for clients that read with quorum,
+//     such as an apiserver with --etcd-quorum-read).
+//   - GET with wait=true is a watch, a long poll for one event: it is a
+//     picker.Stream, spread by the number of open watches, never measured.
+//   - PUT, POST and DELETE under /v2/keys are writes: they prefer the leader,
+//     which saves the follower's forwarding hop. The leader is looked up
+//     with GET /v2/members/leader every LeaderPollInterval (default 5 s,
+//     ±20 %) and matched to an endpoint by its client URLs or, when the
+//     endpoints are other names (proxies, load balancers), by member ID
+//     from GET /v2/stats/self.
+//   - Anything else (/v2/members, /version, /v2/stats) goes to any member.
+//
+// # Measurement
+//
+// The latency sample is the time to the response headers. The request stays
+// in flight at its member until its body is read to EOF or closed, whichever
+// comes first (exactly once). Dial errors, resets, header timeouts (see
+// HeaderTimeout) and 5xx answers count against the member; a request the
+// caller canceled (req.Cancel, its context, or CancelRequest) does not; 4xx
+// answers, such as key not found (404) or compare failed (412), are the
+// member doing its job. A member whose request has just failed is also
+// avoided for DownHold, so that the v2 client's retry of a watch cut by a
+// crash goes elsewhere: the engine spreads watches by their count alone.
+//
+// # No retries
+//
+// The transport never sends again anything that may have reached a member:
+// the v2 client already retries on the next endpoint whatever is not
+// one-shot, and the one-shot requests (Create, Delete) must be applied at
+// most once. The only exception is the monotonic-read guard, which re-sends
+// reads, and only reads, that a member has answered.
+//
+// # Monotonic reads
+//
+// Every v2 answer carries X-Etcd-Index. Since reads now go to different
+// members, a read could return an older state than one the client has
+// already seen. The guard (on by default, see MonotonicReads for its cost)
+// re-issues such reads on other members and finally as a quorum read.
+//
+// # Cancellation and TLS
+//
+// Each attempt is a shallow copy of the caller's request with a new URL, so
+// req.Cancel, the context, headers and body stay as they were: every
+// vintage of the v2 client cancels through req.Cancel and then waits for
+// RoundTrip to return. CancelRequest maps the caller's request to the copy
+// in flight and cancels that on the inner transport. The inner transport
+// dials the rewritten host, so TLS certificates are verified against the
+// member actually dialed.
+//
+// # Old Go
+//
+// The package imports only the standard library and package picker, in Go
+// that a Go 1.8 toolchain compiles against the Go 1.8 standard library, so
+// that both can be copied into the vendor folder of a 2017 tree.
+package v2compat
