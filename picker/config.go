@@ -60,14 +60,26 @@ type Config struct {
 	// Envoy and brpc. Must be positive.
 	Decay time.Duration
 
+	// MinSampleWeight is the least weight a sample below the estimate
+	// gets: w = min(exp(-Δt/τ), 1-MinSampleWeight). With pure time decay
+	// (tower, Finagle) one slow answer lingers for about τ however many fast
+	// answers follow it; under heavy traffic, where samples are
+	// milliseconds apart, that turns every scheduling hiccup into seconds of
+	// skew. At low rates (fewer than 1/(τ·MinSampleWeight) samples a second)
+	// the time decay governs as before. Default 0.05; must be in [0, 1);
+	// negative disables it.
+	MinSampleWeight float64
+
 	// IdleGrace is how long an endpoint may go without a latency sample
 	// before its estimate starts drifting toward the median of the others.
-	// Default 1s.
+	// Default 250ms.
 	IdleGrace time.Duration
 
 	// IdleDecay is the time constant of that drift. Without it an endpoint
 	// that was slow once is never tried again, so a healed member never
-	// regains its share. Default 5s; negative disables the drift.
+	// regains its share. Default 1s; negative disables the drift. With the
+	// defaults a member whose estimate is 10× the median is tried again
+	// after about 2.5s without samples.
 	IdleDecay time.Duration
 
 	// DefaultRTT is the estimate used while no endpoint has been measured;
@@ -128,8 +140,9 @@ type Config struct {
 // Defaults, as documented on Config.
 const (
 	DefaultDecay             = 10 * time.Second
-	DefaultIdleGrace         = time.Second
-	DefaultIdleDecay         = 5 * time.Second
+	DefaultMinSampleWeight   = 0.05
+	DefaultIdleGrace         = 250 * time.Millisecond
+	DefaultIdleDecay         = time.Second
 	DefaultRTT               = 30 * time.Millisecond
 	DefaultSlowStart         = 5 * time.Second
 	DefaultSlowStartPenalty  = 3.0
@@ -146,6 +159,7 @@ const (
 type settings struct {
 	policy         policyID
 	decay          float64 // ns
+	maxKeep        float64 // 1 - MinSampleWeight
 	idleGrace      int64   // ns
 	idleDecay      float64 // ns; 0 = off
 	defaultRTT     float64 // ns
@@ -241,6 +255,17 @@ func (c Config) settings() (settings, error) {
 		s.ejectAfter = 0
 	default:
 		s.ejectAfter = int64(c.EjectAfter)
+	}
+
+	switch msw := c.MinSampleWeight; {
+	case msw == 0:
+		s.maxKeep = 1 - DefaultMinSampleWeight
+	case msw < 0:
+		s.maxKeep = 1
+	case msw < 1:
+		s.maxKeep = 1 - msw
+	default:
+		return s, fmt.Errorf("picker: MinSampleWeight %v must be below 1", msw)
 	}
 
 	s.slowPenalty = c.SlowStartPenalty

@@ -42,6 +42,9 @@ func (e *endpoint) sample(s *settings, v float64, now int64, med float64) {
 			base := idleDecayed(s, math.Float64frombits(oldBits), now-last, med)
 			if v < base {
 				w := math.Exp(-float64(now-last) / s.decay)
+				if w > s.maxKeep {
+					w = s.maxKeep
+				}
 				nv = base*w + v*(1-w)
 			}
 		}

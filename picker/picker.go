@@ -248,6 +248,22 @@ func (p *Picker) SetTags(addr string, t Tags) error {
 	return nil
 }
 
+// UpdateTags sets and clears tag bits of one endpoint atomically, leaving
+// the other bits alone, so that independent owners of bits can share them.
+func (p *Picker) UpdateTags(addr string, set, clear Tags) error {
+	e := p.find(p.load(), addr)
+	if e == nil {
+		return &UnknownEndpointError{Addr: addr}
+	}
+	for {
+		old := atomic.LoadUint32(&e.tags)
+		nv := (old | uint32(set)) &^ uint32(clear)
+		if old == nv || atomic.CompareAndSwapUint32(&e.tags, old, nv) {
+			return nil
+		}
+	}
+}
+
 func (p *Picker) find(st *state, addr string) *endpoint {
 	for _, e := range st.eps {
 		if e.addr == addr {
@@ -428,7 +444,14 @@ func (p *Picker) observe(e *endpoint, v, now int64) {
 			atomic.StoreInt64(&e.slowSince, now)
 		}
 	}
+	first := atomic.LoadUint64(&e.estBits) == 0
 	e.sample(&p.s, float64(v), now, med)
+	if first {
+		// The median moves when an endpoint is first measured; without a
+		// refresh, unmeasured endpoints would keep costing DefaultRTT for up
+		// to medianRefresh and the first measured one would take everything.
+		atomic.StoreInt64(&p.medAt, 0)
+	}
 }
 
 func (p *Picker) succeed(e *endpoint, now int64, probe bool) {

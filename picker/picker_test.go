@@ -171,7 +171,7 @@ func TestIdleDecayTowardMedian(t *testing.T) {
 	measure(p, clk, map[string]time.Duration{"a": 10 * ms, "b": 10 * ms}) // keep the median fresh
 	got := float64(statsOf(t, p, "c").Estimate) / float64(ms)
 	// ≈ 10 + 100/e after one idle time constant (a little more has passed).
-	if got > 10+100*math.Exp(-1)+0.5 || got < 10+100*math.Exp(-1.1) {
+	if got > 10+100*math.Exp(-1)+0.5 || got < 10+100*math.Exp(-1.2) {
 		t.Fatalf("after one idle time constant: %.2fms", got)
 	}
 	clk.Advance(60 * time.Second)
@@ -507,7 +507,16 @@ func TestTags(t *testing.T) {
 	if got := count(Request{Avoid: leader}); got["a"] == 0 {
 		t.Fatalf("avoided endpoint never used although the rest cost >2×: %v", got)
 	}
-	p.SetTags("a", 0)
+	if err := p.UpdateTags("a", learner, 0); err != nil {
+		t.Fatal(err)
+	}
+	if got := count(Request{Prefer: leader, Exclude: learner}); got["a"] != 0 || got["d"] != 0 {
+		t.Fatalf("UpdateTags must add a bit and keep the others: %v", got)
+	}
+	p.UpdateTags("a", 0, leader|learner)
+	if err := p.UpdateTags("zz", 1, 0); err == nil {
+		t.Error("UpdateTags(unknown) succeeded")
+	}
 	if got := count(Request{Prefer: leader}); got["a"] == 400 {
 		t.Fatalf("prefer with no tagged endpoint must fall back to all: %v", got)
 	}
@@ -579,6 +588,37 @@ func TestConcurrentSetUpdates(t *testing.T) {
 	for _, s := range p.Snapshot() {
 		if s.InFlight != 0 || s.Streams != 0 {
 			t.Fatalf("counts leaked across set updates: %+v", s)
+		}
+	}
+}
+
+func TestFirstSampleRefreshesTheMedian(t *testing.T) {
+	clk := newFakeClock()
+	p := mustNew(t, Config{Clock: clk, Rand: NewSource(18)}, "a", "b", "c")
+	p.Snapshot() // computes the median while nothing is measured
+	measure(p, clk, map[string]time.Duration{"a": 2 * ms})
+	if e := statsOf(t, p, "b").Estimate; e != 2*ms {
+		t.Fatalf("unmeasured endpoint right after the first sample: %v, want the new median 2ms", e)
+	}
+}
+
+func TestMinSampleWeight(t *testing.T) {
+	// Under heavy traffic one slow answer is outweighed by the fast ones
+	// after it; with the floor off it lingers for about τ.
+	for _, tc := range []struct {
+		msw     float64
+		settled bool
+	}{{0, true}, {-1, false}} {
+		clk := newFakeClock()
+		p := mustNew(t, Config{Clock: clk, Rand: NewSource(19), MinSampleWeight: tc.msw}, "a")
+		measure(p, clk, map[string]time.Duration{"a": ms})
+		measure(p, clk, map[string]time.Duration{"a": 100 * ms})
+		for i := 0; i < 200; i++ {
+			measure(p, clk, map[string]time.Duration{"a": ms})
+		}
+		e := statsOf(t, p, "a").Estimate
+		if settled := e < 2*ms; settled != tc.settled {
+			t.Errorf("MinSampleWeight %v: estimate %v after 200 fast answers in 0.3s", tc.msw, e)
 		}
 	}
 }
