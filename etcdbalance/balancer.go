@@ -1,0 +1,227 @@
+package etcdbalance
+
+import (
+	"encoding/json"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"google.golang.org/grpc/balancer"
+	"google.golang.org/grpc/balancer/endpointsharding"
+	"google.golang.org/grpc/balancer/pickfirst"
+	"google.golang.org/grpc/channelz"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/grpclog"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/serviceconfig"
+
+	"github.com/etcdbalance/etcdbalance-go/picker"
+)
+
+// Name is the name the balancer is registered under with grpc, for use in
+// a service config's loadBalancingConfig.
+const Name = "etcdbalance"
+
+var logger = grpclog.Component(Name)
+
+// builds counts balancers built, so that tests can see a rebuild.
+var builds atomic.Int64
+
+func init() {
+	recordPool.New = newCallRecord
+	balancer.Register(builder{})
+}
+
+type builder struct{}
+
+func (builder) Name() string { return Name }
+
+func (builder) ParseConfig(js json.RawMessage) (serviceconfig.LoadBalancingConfig, error) {
+	cfg, err := ParseConfig(js)
+	if err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+func (builder) Build(cc balancer.ClientConn, opts balancer.BuildOptions) balancer.Balancer {
+	b := &etcdBalancer{
+		ClientConn: cc,
+		channel:    opts.ChannelzParent,
+		target:     opts.Target.String(),
+	}
+	b.child = endpointsharding.NewBalancer(b, opts, balancer.Get(pickfirst.Name).Build, endpointsharding.Options{})
+	builds.Add(1)
+	return b
+}
+
+// etcdBalancer keeps one pickfirst child per member (through
+// endpointsharding) and publishes a grpcPicker over the READY ones, which
+// asks the engine for every decision.
+//
+// grpc calls UpdateClientConnState, ResolverError, ExitIdle and Close one
+// at a time. UpdateState is called by endpointsharding, synchronously from
+// within those calls or from a child's state change, never two at a time
+// (endpointsharding holds its own lock around it), but possibly alongside
+// one of grpc's calls: mu orders the two.
+type etcdBalancer struct {
+	// Set by Build, read-only after.
+
+	// ClientConn is the channel. It is embedded so that endpointsharding
+	// and the children can use it as theirs; UpdateState is overridden.
+	balancer.ClientConn
+	child   balancer.Balancer   // endpointsharding over pickfirst children
+	channel channelz.Identifier // identifies the channel across idle rebuilds
+	target  string              // the channel's canonical target
+
+	// mu guards the fields below. Never hold mu while calling into child:
+	// the child calls back into UpdateState, which takes mu.
+	mu sync.Mutex
+	// engine is set by the first UpdateClientConnState and never changes.
+	engine *picker.Picker
+	// entry is the registry entry engine belongs to; nil when the engine is
+	// this balancer's own.
+	entry *entry
+	// addrs are the members of the last resolver update, one per endpoint.
+	addrs []string
+	// ready are the READY children of the last child update, by address.
+	ready  map[string]balancer.Picker
+	closed bool
+}
+
+func (b *etcdBalancer) UpdateClientConnState(s balancer.ClientConnState) error {
+	cfg, ok := s.BalancerConfig.(*LBConfig)
+	if !ok {
+		if s.BalancerConfig != nil {
+			logger.Errorf("etcdbalance: config of unexpected type %T", s.BalancerConfig)
+			return balancer.ErrBadResolverState
+		}
+		cfg = &LBConfig{}
+	}
+	addrs := endpointKeys(s.ResolverState.Endpoints)
+
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
+	if b.engine == nil {
+		eng, e, err := reg.attach(cfg, b.channel, b.target)
+		if err != nil {
+			b.mu.Unlock()
+			logger.Errorf("%v", err)
+			return balancer.ErrBadResolverState
+		}
+		b.engine, b.entry = eng, e
+	}
+	if err := b.engine.SetEndpoints(addrs); err != nil {
+		b.mu.Unlock()
+		logger.Errorf("etcdbalance: %v", err)
+		return balancer.ErrBadResolverState
+	}
+	b.addrs = addrs
+	// New members stay out of the engine's choice until their child says
+	// READY.
+	b.setTagsLocked()
+	b.mu.Unlock()
+
+	return b.child.UpdateClientConnState(balancer.ClientConnState{
+		// No BalancerConfig: it is ours, not pickfirst's. The health listener
+		// lets pickfirst children follow client-side health checks.
+		ResolverState: pickfirst.EnableHealthListener(s.ResolverState),
+	})
+}
+
+// UpdateState receives endpointsharding's aggregate state. While any member
+// is READY, it publishes a grpcPicker over the READY members; otherwise it
+// passes endpointsharding's state through, so that grpc sees CONNECTING or
+// TRANSIENT_FAILURE and calls wait, or fail with the children's errors
+// (noReadyPicker).
+func (b *etcdBalancer) UpdateState(s balancer.State) {
+	ready := map[string]balancer.Picker{}
+	for _, c := range endpointsharding.ChildStatesFromPicker(s.Picker) {
+		if c.State.ConnectivityState != connectivity.Ready {
+			continue
+		}
+		if k, ok := endpointKey(c.Endpoint); ok {
+			ready[k] = c.State.Picker
+		}
+	}
+
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return
+	}
+	b.ready = ready
+	if b.engine == nil || len(ready) == 0 {
+		if b.engine != nil {
+			b.setTagsLocked()
+		}
+		b.ClientConn.UpdateState(balancer.State{ConnectivityState: s.ConnectivityState, Picker: noReadyPicker{s.Picker}})
+		return
+	}
+	b.setTagsLocked()
+	// Publishing under mu keeps pickers in the order of the states they
+	// reflect; the channel does not call back into the balancer.
+	b.ClientConn.UpdateState(balancer.State{
+		ConnectivityState: connectivity.Ready,
+		Picker:            &grpcPicker{engine: b.engine, ready: ready, addrs: b.addrs},
+	})
+}
+
+// setTagsLocked marks every member that is not READY as down in the engine.
+func (b *etcdBalancer) setTagsLocked() {
+	for _, a := range b.addrs {
+		var t picker.Tags
+		if _, ok := b.ready[a]; !ok {
+			t = tagDown
+		}
+		// An address the engine does not have (a concurrent update) is not
+		// worth a log line.
+		_ = b.engine.SetTags(a, t)
+	}
+}
+
+func (b *etcdBalancer) ResolverError(err error) { b.child.ResolverError(err) }
+
+func (b *etcdBalancer) ExitIdle() { b.child.ExitIdle() }
+
+// UpdateSubConnState is never called: the children own their SubConns and
+// register listeners.
+func (b *etcdBalancer) UpdateSubConnState(sc balancer.SubConn, s balancer.SubConnState) {
+	logger.Errorf("etcdbalance: UpdateSubConnState(%v, %+v) called unexpectedly", sc, s)
+}
+
+func (b *etcdBalancer) Close() {
+	b.mu.Lock()
+	b.closed = true
+	e := b.entry
+	b.mu.Unlock()
+	b.child.Close()
+	if e != nil {
+		reg.detach(e)
+	}
+}
+
+// endpointKey names a member by its endpoint's first address. clientv3
+// gives every endpoint exactly one address.
+func endpointKey(ep resolver.Endpoint) (string, bool) {
+	if len(ep.Addresses) == 0 {
+		return "", false
+	}
+	return ep.Addresses[0].Addr, true
+}
+
+func endpointKeys(eps []resolver.Endpoint) []string {
+	keys := make([]string, 0, len(eps))
+	for _, ep := range eps {
+		if k, ok := endpointKey(ep); ok {
+			keys = append(keys, k)
+		}
+	}
+	return keys
+}
+
+// String helps grpc's logs.
+func (b *etcdBalancer) String() string { return fmt.Sprintf("%s[%p]", Name, b) }

@@ -1,0 +1,104 @@
+package etcdbalance
+
+import (
+	"fmt"
+
+	"github.com/etcdbalance/etcdbalance-go/picker"
+)
+
+// Class is what an etcd RPC is, as far as routing is concerned. The
+// balancer classifies every call by its full gRPC method name; PickInfo
+// carries the method but not the request, so a Range is a Read whether it
+// is serializable or linearizable.
+type Class uint8
+
+// The classes.
+const (
+	// Other calls may go to any member: MemberList, Status, Alarm,
+	// LeaseTimeToLive, user and role lookups, and every method this package
+	// does not know. The zero value.
+	Other Class = iota
+	// Read is a Range.
+	Read
+	// Write changes the keyspace, leases, membership or auth and goes
+	// through raft: Put, DeleteRange, Txn, Compact, LeaseGrant,
+	// LeaseRevoke, member changes, auth changes, and the v3lock/v3election
+	// calls that propose (Unlock, Proclaim, Resign).
+	Write
+	// Stream is a call that lives for a long time: Watch, LeaseKeepAlive,
+	// Snapshot, Election Observe, and the calls that block until something
+	// happens elsewhere (Lock, Campaign). Streams are counted and spread on
+	// their own (picker.Stream), never counted as requests in flight, and
+	// give no latency sample.
+	Stream
+)
+
+// Kind is the picker bookkeeping the class uses: picker.Stream for Stream,
+// picker.Unary for everything else.
+func (c Class) Kind() picker.Kind {
+	if c == Stream {
+		return picker.Stream
+	}
+	return picker.Unary
+}
+
+// String returns the class's name: "other", "read", "write" or "stream".
+func (c Class) String() string {
+	switch c {
+	case Other:
+		return "other"
+	case Read:
+		return "read"
+	case Write:
+		return "write"
+	case Stream:
+		return "stream"
+	}
+	return fmt.Sprintf("Class(%d)", uint8(c))
+}
+
+// Classify returns the class of a gRPC method given by its full name, as in
+// "/etcdserverpb.KV/Range". Unknown methods are Other. It allocates
+// nothing.
+func Classify(method string) Class {
+	switch method {
+	case "/etcdserverpb.KV/Range",
+		"/v3electionpb.Election/Leader":
+		return Read
+
+	case "/etcdserverpb.KV/Put",
+		"/etcdserverpb.KV/DeleteRange",
+		"/etcdserverpb.KV/Txn",
+		"/etcdserverpb.KV/Compact",
+		"/etcdserverpb.Lease/LeaseGrant",
+		"/etcdserverpb.Lease/LeaseRevoke",
+		"/etcdserverpb.Cluster/MemberAdd",
+		"/etcdserverpb.Cluster/MemberRemove",
+		"/etcdserverpb.Cluster/MemberUpdate",
+		"/etcdserverpb.Cluster/MemberPromote",
+		"/etcdserverpb.Auth/AuthEnable",
+		"/etcdserverpb.Auth/AuthDisable",
+		"/etcdserverpb.Auth/UserAdd",
+		"/etcdserverpb.Auth/UserDelete",
+		"/etcdserverpb.Auth/UserChangePassword",
+		"/etcdserverpb.Auth/UserGrantRole",
+		"/etcdserverpb.Auth/UserRevokeRole",
+		"/etcdserverpb.Auth/RoleAdd",
+		"/etcdserverpb.Auth/RoleDelete",
+		"/etcdserverpb.Auth/RoleGrantPermission",
+		"/etcdserverpb.Auth/RoleRevokePermission",
+		"/v3lockpb.Lock/Unlock",
+		"/v3electionpb.Election/Proclaim",
+		"/v3electionpb.Election/Resign":
+		return Write
+
+	case "/etcdserverpb.Watch/Watch",
+		"/etcdserverpb.Lease/LeaseKeepAlive",
+		"/etcdserverpb.Maintenance/Snapshot",
+		"/v3electionpb.Election/Observe",
+		"/v3electionpb.Election/Campaign",
+		"/v3lockpb.Lock/Lock":
+		return Stream
+	}
+	return Other
+}

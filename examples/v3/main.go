@@ -1,0 +1,218 @@
+// Command v3 shows etcdbalance spreading reads over an etcd cluster.
+//
+// By default it starts a 3-member etcd cluster in-process, writes -keys
+// keys, reads them -reads times from -concurrency goroutines through a
+// client built by etcdbalance.New, and prints the share of the reads that
+// each member served:
+//
+//	go run ./examples/v3 -reads 3000
+//	member 127.0.0.1:20123 share 0.3390
+//	member 127.0.0.1:20125 share 0.3287 leader
+//	member 127.0.0.1:20127 share 0.3323
+//
+// With -endpoints it uses an existing cluster instead (it writes keys
+// under -prefix and deletes them afterwards).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/etcdbalance/etcdbalance-go/etcdbalance"
+	"github.com/etcdbalance/etcdbalance-go/internal/etcdcluster"
+)
+
+func main() {
+	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+}
+
+type options struct {
+	endpoints   []string
+	members     int
+	reads       int
+	keys        int
+	concurrency int
+	prefix      string
+}
+
+func parse(args []string, stderr io.Writer) (options, error) {
+	fs := flag.NewFlagSet("v3", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o options
+	eps := fs.String("endpoints", "", "comma-separated endpoints of an existing cluster (default: start one in-process)")
+	fs.IntVar(&o.members, "members", 3, "members of the in-process cluster, 1..9")
+	fs.IntVar(&o.reads, "reads", 1000, "number of reads")
+	fs.IntVar(&o.keys, "keys", 100, "number of keys written, then read round the clock")
+	fs.IntVar(&o.concurrency, "concurrency", 8, "reads in flight at once")
+	fs.StringVar(&o.prefix, "prefix", "/etcdbalance-example/", "key prefix")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if *eps != "" {
+		for _, e := range strings.Split(*eps, ",") {
+			if e = strings.TrimSpace(e); e == "" {
+				return o, fmt.Errorf("-endpoints %q has an empty entry", *eps)
+			}
+			o.endpoints = append(o.endpoints, e)
+		}
+	}
+	switch {
+	case o.members < 1 || o.members > 9:
+		return o, fmt.Errorf("-members %d: want 1..9", o.members)
+	case o.reads < 1:
+		return o, fmt.Errorf("-reads %d: want at least 1", o.reads)
+	case o.keys < 1:
+		return o, fmt.Errorf("-keys %d: want at least 1", o.keys)
+	case o.concurrency < 1:
+		return o, fmt.Errorf("-concurrency %d: want at least 1", o.concurrency)
+	case o.prefix == "":
+		return o, errors.New("-prefix must not be empty")
+	}
+	return o, nil
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	o, err := parse(args, stderr)
+	if err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(stderr, "v3:", err)
+		}
+		return 2
+	}
+	if err := example(ctx, o, stdout); err != nil {
+		fmt.Fprintln(stderr, "v3:", err)
+		return 1
+	}
+	return 0
+}
+
+func example(ctx context.Context, o options, stdout io.Writer) (err error) {
+	eps := o.endpoints
+	if len(eps) == 0 {
+		c, err := etcdcluster.Start(ctx, etcdcluster.Config{Size: o.members})
+		if err != nil {
+			return err
+		}
+		defer func() {
+			if cerr := c.Close(); err == nil {
+				err = cerr
+			}
+		}()
+		eps = c.Endpoints()
+	}
+
+	cli, err := etcdbalance.New(clientv3.Config{Endpoints: eps, DialTimeout: 5 * time.Second})
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+
+	for i := 0; i < o.keys; i++ {
+		if _, err := cli.Put(ctx, fmt.Sprintf("%s%06d", o.prefix, i), "value"); err != nil {
+			return fmt.Errorf("writing keys: %w", err)
+		}
+	}
+	defer cli.Delete(context.WithoutCancel(ctx), o.prefix, clientv3.WithPrefix())
+
+	before, err := picksByMember(cli)
+	if err != nil {
+		return err
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, o.concurrency)
+	for w := 0; w < o.concurrency; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := next.Add(1) - 1
+				if i >= int64(o.reads) {
+					return
+				}
+				rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				_, err := cli.Get(rctx, fmt.Sprintf("%s%06d", o.prefix, i%int64(o.keys)))
+				cancel()
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return fmt.Errorf("reading: %w", err)
+	}
+	after, err := picksByMember(cli)
+	if err != nil {
+		return err
+	}
+	leader := leaderAddr(ctx, cli, eps)
+
+	var total int64
+	for _, e := range eps {
+		total += after[trimScheme(e)] - before[trimScheme(e)]
+	}
+	for _, e := range eps {
+		a := trimScheme(e)
+		line := fmt.Sprintf("member %s share %.4f", a, float64(after[a]-before[a])/float64(total))
+		if a == leader {
+			line += " leader"
+		}
+		fmt.Fprintln(stdout, line)
+	}
+	return nil
+}
+
+// picksByMember reads the balancer's per-member pick counts: the reads
+// between two readings are the ones the members served.
+func picksByMember(cli *clientv3.Client) (map[string]int64, error) {
+	st, err := etcdbalance.Stats(cli)
+	if err != nil {
+		return nil, err
+	}
+	m := make(map[string]int64, len(st))
+	for _, s := range st {
+		m[s.Addr] = s.Picks
+	}
+	return m, nil
+}
+
+// leaderAddr asks each member for its status through the client's own
+// connection, pinned to that member with etcdbalance.WithMember, and
+// returns the one that leads; "" if none answers. (clientv3's
+// Maintenance.Status(ctx, endpoint) would dial a new connection per call.)
+func leaderAddr(ctx context.Context, cli *clientv3.Client, eps []string) string {
+	for _, e := range eps {
+		sctx, cancel := context.WithTimeout(etcdbalance.WithMember(ctx, e), 2*time.Second)
+		st, err := pb.NewMaintenanceClient(cli.ActiveConnection()).Status(sctx, &pb.StatusRequest{})
+		cancel()
+		if err == nil && st.Header.MemberId == st.Leader {
+			return trimScheme(e)
+		}
+	}
+	return ""
+}
+
+func trimScheme(e string) string {
+	if i := strings.Index(e, "://"); i >= 0 {
+		return e[i+3:]
+	}
+	return e
+}
