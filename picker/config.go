@@ -70,6 +70,15 @@ type Config struct {
 	// negative disables it.
 	MinSampleWeight float64
 
+	// PeakStep bounds how far one answer can raise the estimate: at most to
+	// PeakStep × the current estimate. A member that really slowed down
+	// reaches its new latency after a few answers; a single hiccup (a GC
+	// pause, a descheduled thread) cannot make a member look a hundred times
+	// dearer than the rest and lose all its traffic. Failures and deadlines
+	// are charged in full. Default 4; must be > 1; negative disables (pure
+	// peak: a higher sample replaces the estimate).
+	PeakStep float64
+
 	// IdleGrace is how long an endpoint may go without a latency sample
 	// before its estimate starts drifting toward the median of the others.
 	// Default 250ms.
@@ -141,6 +150,7 @@ type Config struct {
 const (
 	DefaultDecay             = 10 * time.Second
 	DefaultMinSampleWeight   = 0.05
+	DefaultPeakStep          = 4.0
 	DefaultIdleGrace         = 250 * time.Millisecond
 	DefaultIdleDecay         = time.Second
 	DefaultRTT               = 30 * time.Millisecond
@@ -160,6 +170,7 @@ type settings struct {
 	policy         policyID
 	decay          float64 // ns
 	maxKeep        float64 // 1 - MinSampleWeight
+	peakStep       float64 // 0 = unbounded
 	idleGrace      int64   // ns
 	idleDecay      float64 // ns; 0 = off
 	defaultRTT     float64 // ns
@@ -266,6 +277,17 @@ func (c Config) settings() (settings, error) {
 		s.maxKeep = 1 - msw
 	default:
 		return s, fmt.Errorf("picker: MinSampleWeight %v must be below 1", msw)
+	}
+
+	switch ps := c.PeakStep; {
+	case ps == 0:
+		s.peakStep = DefaultPeakStep
+	case ps < 0:
+		s.peakStep = 0
+	case ps > 1 && !math.IsInf(ps, 0):
+		s.peakStep = ps
+	default:
+		return s, fmt.Errorf("picker: PeakStep %v must be a finite number > 1", ps)
 	}
 
 	s.slowPenalty = c.SlowStartPenalty

@@ -22,6 +22,7 @@ func TestConfigErrorsNameTheBadValue(t *testing.T) {
 		{Config{ReshuffleJitter: -0.1}, "ReshuffleJitter -0.1"},
 		{Config{AvoidFactor: 0.9}, "AvoidFactor 0.9"},
 		{Config{MinSampleWeight: 1}, "MinSampleWeight 1"},
+		{Config{PeakStep: 0.5}, "PeakStep 0.5"},
 	} {
 		_, err := New(tc.cfg)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -30,17 +30,22 @@ type endpoint struct {
 }
 
 // sample folds one latency observation into the peak EWMA. A sample above
-// the current estimate replaces it; otherwise the estimate decays toward it
+// the current estimate replaces it (up to PeakStep times it); otherwise the estimate decays toward it
 // by the time since the last sample. The base is the idle-decayed estimate,
 // so an endpoint that was avoided for a long time returns near the median.
-func (e *endpoint) sample(s *settings, v float64, now int64, med float64) {
+// full marks a charge (a failure or deadline) that bypasses PeakStep.
+func (e *endpoint) sample(s *settings, v float64, now int64, med float64, full bool) {
 	for {
 		oldBits := atomic.LoadUint64(&e.estBits)
 		last := atomic.LoadInt64(&e.lastSample)
 		nv := v
 		if oldBits != 0 {
 			base := idleDecayed(s, math.Float64frombits(oldBits), now-last, med)
-			if v < base {
+			if v >= base {
+				if !full && s.peakStep != 0 && v > base*s.peakStep {
+					nv = base * s.peakStep
+				}
+			} else {
 				w := math.Exp(-float64(now-last) / s.decay)
 				if w > s.maxKeep {
 					w = s.maxKeep

@@ -410,7 +410,7 @@ func (p *Picker) Done(t Ticket, o Outcome) {
 			if o.Latency > 0 {
 				el = int64(o.Latency)
 			}
-			p.observe(e, el, now)
+			p.observe(e, el, now, false)
 		}
 		p.succeed(e, now, t.probe)
 	case Failed, DeadlineExceeded:
@@ -422,7 +422,7 @@ func (p *Picker) Done(t Ticket, o Outcome) {
 			if el < min {
 				el = min
 			}
-			p.observe(e, el, now)
+			p.observe(e, el, now, true)
 		}
 		p.fail(e, now, t.probe)
 	default:
@@ -435,7 +435,7 @@ func (p *Picker) Done(t Ticket, o Outcome) {
 // observe records a latency sample. A sample that ends a long idle spell
 // of a slow endpoint (one we were avoiding) starts a slow start, so that a
 // healed member is not flooded the moment it looks cheap again.
-func (p *Picker) observe(e *endpoint, v, now int64) {
+func (p *Picker) observe(e *endpoint, v, now int64, full bool) {
 	med := p.median(now)
 	if p.s.slowStart > 0 && p.s.idleDecay > 0 {
 		last := atomic.LoadInt64(&e.lastSample)
@@ -445,7 +445,7 @@ func (p *Picker) observe(e *endpoint, v, now int64) {
 		}
 	}
 	first := atomic.LoadUint64(&e.estBits) == 0
-	e.sample(&p.s, float64(v), now, med)
+	e.sample(&p.s, float64(v), now, med, full)
 	if first {
 		// The median moves when an endpoint is first measured; without a
 		// refresh, unmeasured endpoints would keep costing DefaultRTT for up

@@ -109,7 +109,7 @@ func TestTieBreakIsRandom(t *testing.T) {
 
 func TestPeakEWMA(t *testing.T) {
 	clk := newFakeClock()
-	p := mustNew(t, Config{Clock: clk, Rand: NewSource(3), IdleDecay: -1}, "a")
+	p := mustNew(t, Config{Clock: clk, Rand: NewSource(3), IdleDecay: -1, PeakStep: -1}, "a")
 	run := func(d time.Duration) {
 		tk, _ := p.PickAddr("a", Unary)
 		clk.Advance(d)
@@ -620,5 +620,29 @@ func TestMinSampleWeight(t *testing.T) {
 		if settled := e < 2*ms; settled != tc.settled {
 			t.Errorf("MinSampleWeight %v: estimate %v after 200 fast answers in 0.3s", tc.msw, e)
 		}
+	}
+}
+
+func TestPeakStep(t *testing.T) {
+	clk := newFakeClock()
+	p := mustNew(t, Config{Clock: clk, Rand: NewSource(20)}, "a")
+	measure(p, clk, map[string]time.Duration{"a": 10 * ms})
+	measure(p, clk, map[string]time.Duration{"a": time.Second})
+	if e := statsOf(t, p, "a").Estimate; e != 40*ms {
+		t.Fatalf("one slow answer: estimate %v, want 4 × 10ms", e)
+	}
+	for i := 0; i < 3; i++ { // 160ms, 640ms, then the sample itself
+		measure(p, clk, map[string]time.Duration{"a": time.Second})
+	}
+	if e := statsOf(t, p, "a").Estimate; e != time.Second {
+		t.Fatalf("four slow answers: estimate %v, want 1s", e)
+	}
+	// Failures are charged in full.
+	q := mustNew(t, Config{Clock: clk, Rand: NewSource(21), EjectAfter: -1}, "a")
+	measure(q, clk, map[string]time.Duration{"a": 10 * ms})
+	tk, _ := q.PickAddr("a", Unary)
+	q.Done(tk, Outcome{Result: DeadlineExceeded, Timeout: time.Second})
+	if e := statsOf(t, q, "a").Estimate; e != time.Second {
+		t.Fatalf("deadline after a 10ms answer: estimate %v, want the full 1s", e)
 	}
 }
