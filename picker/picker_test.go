@@ -646,3 +646,26 @@ func TestPeakStep(t *testing.T) {
 		t.Fatalf("deadline after a 10ms answer: estimate %v, want the full 1s", e)
 	}
 }
+
+func TestStreamsAvoidAMemberThatJustFailed(t *testing.T) {
+	p := mustNew(t, Config{Clock: newFakeClock(), Rand: NewSource(22)}, "a", "b", "c")
+	tk, _ := p.PickAddr("a", Stream)
+	p.Done(tk, Outcome{Result: Failed}) // a cut its stream off
+	var held []Ticket
+	for i := 0; i < 20; i++ {
+		tk, _ := p.Pick(Request{Kind: Stream})
+		if tk.Addr() == "a" {
+			t.Fatalf("stream %d sent back to the member that just failed", i)
+		}
+		held = append(held, tk)
+	}
+	tk, _ = p.PickAddr("a", Unary)
+	p.Done(tk, Outcome{}) // a answers again
+	tk, _ = p.Pick(Request{Kind: Stream})
+	if tk.Addr() != "a" {
+		t.Fatalf("recovered member with no streams not chosen: %s", tk.Addr())
+	}
+	for _, h := range append(held, tk) {
+		p.Done(h, Outcome{})
+	}
+}

@@ -10,12 +10,12 @@ func (p *Picker) choose(st *state, mask uint64, k Kind, now int64) int {
 	switch p.s.policy {
 	case polP2C:
 		if k == Stream {
-			return p.leastBy(st, mask, &streamsOf)
+			return p.leastBy(st, p.unfailed(st, mask), &streamsOf)
 		}
 		return p.p2c(st, mask, now)
 	case polLeast:
 		if k == Stream {
-			return p.leastBy(st, mask, &streamsOf)
+			return p.leastBy(st, p.unfailed(st, mask), &streamsOf)
 		}
 		return p.leastBy(st, mask, &inflightOf)
 	case polRR:
@@ -41,6 +41,23 @@ func (p *Picker) p2c(st *state, mask uint64, now int64) int {
 		return ia
 	}
 	return ib
+}
+
+// unfailed narrows mask to endpoints whose last outcome was not a blamed
+// failure, when there are any. Streams give no latency sample, so their
+// count alone would send a watch straight back to a member that just cut
+// one off.
+func (p *Picker) unfailed(st *state, mask uint64) uint64 {
+	var m uint64
+	for i, e := range st.eps {
+		if mask&(1<<uint(i)) != 0 && atomic.LoadInt64(&e.consecFail) == 0 {
+			m |= 1 << uint(i)
+		}
+	}
+	if m == 0 {
+		return mask
+	}
+	return m
 }
 
 // pair maps one random value to two distinct members of mask (≥ 2 bits),

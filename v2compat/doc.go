@@ -41,15 +41,33 @@
 //
 // # Measurement
 //
-// The latency sample is the time to the response headers. The request stays
-// in flight at its member until its body is read to EOF or closed, whichever
-// comes first (exactly once). Dial errors, resets, header timeouts (see
+// Each attempt sent to a member takes one picker ticket, handed back once:
+// when the response body is read to EOF or closed, whichever comes first,
+// or when the attempt fails. Until then the request counts in flight at its
+// member, so the engine sees how much each member still has to deliver.
+// The latency sample is the time to the response headers
+// (picker.Outcome.Latency), not the time the caller took to read the body.
+// In the picker's Snapshot, Picks therefore counts one per attempt, plus
+// the leader lookups.
+//
+// Dial errors, resets (also in the middle of a body), header timeouts (see
 // HeaderTimeout) and 5xx answers count against the member; a request the
-// caller canceled (req.Cancel, its context, or CancelRequest) does not; 4xx
-// answers, such as key not found (404) or compare failed (412), are the
-// member doing its job. A member whose request has just failed is also
-// avoided for DownHold, so that the v2 client's retry of a watch cut by a
-// crash goes elsewhere: the engine spreads watches by their count alone.
+// caller canceled (req.Cancel, its context, CancelRequest, or closing the
+// body early) does not; 4xx answers, such as key not found (404) or
+// compare failed (412), are the member doing its job.
+//
+// # Members that have just failed
+//
+// Such a failure also marks the member as just failed for DownHold (1 s):
+// every request avoids it meanwhile, unless every member is marked (a watch
+// goes elsewhere whenever it can; a unary request goes to it only when
+// every other member costs more than picker.Config.AvoidFactor times as
+// much). A good answer from the member ends the mark at once. The engine
+// charges unary failures to the member's cost, but it spreads watches by
+// their count alone and ejects a member only after several failures in a
+// row; a member that has just crashed has no watch left, so without the
+// mark the v2 client's immediate retry of each watch the crash cut would go
+// straight back to it, and fail again.
 //
 // # No retries
 //

@@ -39,10 +39,13 @@ const (
 	// given reads again; one more stale answer then marks it again.
 	LaggingHold = 2 * time.Second
 	// DownHold is how long a member whose request has just failed (refused,
-	// reset, timed out, 5xx) is avoided, unless it answers well first. The
-	// engine charges such failures to the member's cost, but watches are
-	// spread by their count alone, so without this the v2 client's retry of
-	// a watch cut by a member's crash would go straight back to it.
+	// reset, also in the middle of an answer, timed out, 5xx) is avoided by
+	// every request, unless it answers well first or every member is
+	// marked. The engine charges such failures to the member's cost, but it
+	// spreads watches by their count alone, so without this the v2 client's
+	// retry of a watch cut by a member's crash would go straight back to it
+	// (see the package documentation). A request the caller canceled marks
+	// nothing.
 	DownHold = time.Second
 )
 

@@ -185,9 +185,10 @@ func (t *Transport) CloseIdleConnections() {
 }
 
 // Picker returns the engine, for its Snapshot. In the snapshot, Picks
-// counts two tickets for each request that got an answer, one that measured
-// the time to its headers and one that held it in flight until its body was
-// done, plus one for each attempt that failed and each leader lookup.
+// counts one ticket for each attempt sent to a member (a request, or one
+// try of the monotonic-read guard), whether it got an answer or failed,
+// plus one for each leader lookup and member-ID probe, and, rarely, one for
+// a pick that raced with SetEndpoints and was picked again.
 func (t *Transport) Picker() *picker.Picker { return t.p }
 
 // Endpoints returns the endpoint set, in the order given.
@@ -604,27 +605,20 @@ func (t *Transport) send(c *call, ep *endpoint, tk picker.Ticket, quorum bool) (
 		return nil, nil, err
 	}
 
+	// The latency sample is the time to the headers; the ticket is handed
+	// back once, when the body is done (see body), so that the request
+	// counts in flight at its member until then.
+	lat := time.Since(start)
+	if lat <= 0 {
+		lat = 1 // a coarse clock; Outcome.Latency must be positive to count
+	}
 	res := picker.OK
 	if resp.StatusCode >= 500 {
 		res = picker.Failed
 		t.afterFailure(c, ep, res)
 	}
 	t.judge(ep, res)
-	w := &body{rc: resp.Body, t: t, c: c, ep: ep, cancel: cancel}
-	if tk.Kind() == picker.Stream {
-		w.stream, w.tk, w.res = true, tk, res
-	} else {
-		// The sample is the time to headers, so Done goes now; a second
-		// ticket on the same member keeps the request in flight there
-		// until its body is done. It is issued first, so that the
-		// member's in-flight count never drops to zero in between.
-		hold, err := t.p.PickAddr(ep.key, picker.Unary)
-		if err != nil {
-			hold = picker.Ticket{} // the member left the set; Done ignores it
-		}
-		t.p.Done(tk, picker.Outcome{Result: res})
-		w.tk = hold
-	}
+	w := &body{rc: resp.Body, t: t, c: c, ep: ep, cancel: cancel, tk: tk, res: res, lat: lat}
 	if w.rc == nil {
 		w.rc = http.NoBody
 	}

@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"io/ioutil"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -417,8 +418,12 @@ func TestFailureClassification(t *testing.T) {
 	} {
 		before := failures()
 		do(t, tr, "GET", srv.URL+tc.path)
-		if blamed := failures() > before; blamed != tc.blame {
-			t.Errorf("%s: blamed %v, want %v", tc.path, blamed, tc.blame)
+		want := before
+		if tc.blame {
+			want++ // once: one ticket per attempt
+		}
+		if got := failures(); got != want {
+			t.Errorf("%s: %d failures charged, want %d", tc.path, got-before, want-before)
 		}
 	}
 	// A cut in the middle of the body blames the member.
@@ -487,8 +492,8 @@ func TestInFlightUntilBodyDone(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(300 * time.Millisecond)
-	if s := stats(tr, key); s.InFlight != 1 {
-		t.Fatalf("in flight %d while the body is unread, want 1", s.InFlight)
+	if s := stats(tr, key); s.InFlight != 1 || s.Picks != 1 {
+		t.Fatalf("in flight %d, picks %d while the body is unread; want 1 and 1 (one ticket per attempt)", s.InFlight, s.Picks)
 	}
 	close(release)
 	discard(resp.Body) // reads to EOF, then closes: two ends, one Done
@@ -534,6 +539,69 @@ func TestInFlightUntilBodyDone(t *testing.T) {
 	if n != 0 {
 		t.Fatalf("%d calls still registered after every body was closed", n)
 	}
+	if s := stats(tr, key); s.Picks != 3 || s.Failures != 0 {
+		t.Fatalf("3 requests: %d picks, %d failures; want one ticket each and no blame", s.Picks, s.Failures)
+	}
+}
+
+// The v2 client reads a body in one goroutine and closes it from another
+// when its context ends: the read that fails because of that Close is not
+// the member's fault, even when its error arrives before Close returns.
+func TestCloseDuringReadNotBlamed(t *testing.T) {
+	inner := &recordingTransport{answer: func(r *http.Request) (*http.Response, error) {
+		return &http.Response{StatusCode: 200, Header: http.Header{"X-Etcd-Index": {"1"}}, Body: newClosingBody(), Request: r}, nil
+	}}
+	tr, err := New(inner, []string{"http://a:1"}, LeaderPollInterval(-1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	for i := 0; i < 5; i++ {
+		req, _ := http.NewRequest("GET", "http://a:1/v2/keys/x", nil)
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		readErr := make(chan error, 1)
+		go func() {
+			_, err := ioutil.ReadAll(resp.Body)
+			readErr <- err
+		}()
+		resp.Body.Close()
+		if err := <-readErr; err == nil {
+			t.Fatal("read a body closed in the middle without error")
+		}
+	}
+	if s := stats(tr, "http://a:1"); s.Failures != 0 || s.InFlight != 0 || s.Picks != 5 {
+		t.Fatalf("bodies closed by the caller: %+v; want no failure, nothing in flight, 5 picks", s)
+	}
+}
+
+// closingBody blocks reads until it is closed; Close returns only after
+// the blocked read has returned its error, as the worst interleaving of a
+// real body would.
+type closingBody struct {
+	closed, readDone chan struct{}
+	once             sync.Once
+}
+
+func newClosingBody() *closingBody {
+	return &closingBody{closed: make(chan struct{}), readDone: make(chan struct{})}
+}
+
+func (b *closingBody) Read(p []byte) (int, error) {
+	<-b.closed
+	defer close(b.readDone)
+	return 0, errors.New("read on closed body")
+}
+
+func (b *closingBody) Close() error {
+	b.once.Do(func() { close(b.closed) })
+	select {
+	case <-b.readDone:
+	case <-time.After(time.Second):
+	}
+	return nil
 }
 
 func TestWritesGoToLeader(t *testing.T) {
@@ -763,40 +831,150 @@ func TestCloseIsIdempotent(t *testing.T) {
 	get(t, tr, c.members[0].srv.URL+"/v2/keys/a")
 }
 
-// A member that has just failed is avoided for DownHold, by watches too,
-// which the engine spreads by their count alone: the v2 client's retry of a
-// watch cut by a crash must not go straight back to the dead member.
+// A member that has just failed is avoided for DownHold, by watches too.
+// The engine spreads watches by their count alone, and a member that has
+// died has none left, so it looks like the best place for the next watch:
+// without the mark, the v2 client's retry of a watch cut by a crash (sent
+// at once, through this transport) goes straight back to it.
+// TestWatchAcrossRestart in package v2client failed 3 runs of 3 with the
+// mark taken off watches ("cluster is unavailable" after every endpoint
+// the client tried was rewritten to the dead member).
 func TestRecentlyFailedAvoided(t *testing.T) {
-	live := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("X-Etcd-Index", "1")
-		w.Write([]byte(`{}`))
-	}))
-	defer live.Close()
-	dead := httptest.NewServer(http.NotFoundHandler())
-	deadURL := dead.URL
-	dead.Close()
-	inner := &http.Transport{}
-	defer inner.CloseIdleConnections()
-	tr, err := New(inner, []string{deadURL, live.URL}, LeaderPollInterval(-1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tr.Close()
-	deadKey := strings.ToLower(deadURL)
-	failures := 0
-	for i := 0; i < 20; i++ {
-		req, _ := http.NewRequest("GET", live.URL+"/v2/keys/x?wait=true", nil)
-		resp, err := tr.RoundTrip(req)
+	t.Run("refused", func(t *testing.T) {
+		live := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("X-Etcd-Index", "1")
+			w.Write([]byte(`{}`))
+		}))
+		defer live.Close()
+		dead := httptest.NewServer(http.NotFoundHandler())
+		deadURL := dead.URL
+		dead.Close()
+		inner := &http.Transport{}
+		defer inner.CloseIdleConnections()
+		tr, err := New(inner, []string{deadURL, live.URL}, LeaderPollInterval(-1))
 		if err != nil {
-			failures++
-			continue
+			t.Fatal(err)
 		}
-		discard(resp.Body)
+		defer tr.Close()
+		deadKey := strings.ToLower(deadURL)
+		failures := 0
+		for i := 0; i < 20; i++ {
+			req, _ := http.NewRequest("GET", live.URL+"/v2/keys/x?wait=true", nil)
+			resp, err := tr.RoundTrip(req)
+			if err != nil {
+				failures++
+				continue
+			}
+			discard(resp.Body)
+		}
+		if failures != 1 {
+			t.Fatalf("%d of 20 watches went to the dead member, want only the first", failures)
+		}
+		if s := stats(tr, deadKey); s.Tags&tagDown == 0 {
+			t.Fatalf("dead member not marked: %+v", s)
+		}
+	})
+
+	// A long poll cut in the middle of its answer (the member crashed
+	// while the watch waited) marks the member; after DownHold it gets
+	// watches again.
+	t.Run("watch cut, then expiry", func(t *testing.T) {
+		c := newFakeCluster(t, 2)
+		tr, _ := newTestTransport(t, c, LeaderPollInterval(-1))
+		bad := c.members[0]
+		bad.handler.Store(http.HandlerFunc(cutAnswer))
+		badKey := strings.ToLower(bad.srv.URL)
+		watch := func() error {
+			req, _ := http.NewRequest("GET", c.members[1].srv.URL+"/v2/keys/x?wait=true", nil)
+			resp, err := tr.RoundTrip(req)
+			if err != nil {
+				return err
+			}
+			defer resp.Body.Close()
+			_, err = ioutil.ReadAll(resp.Body)
+			return err
+		}
+		// Watches tie at zero open on both members: the first one that
+		// lands on the bad member is cut, and no later one goes there.
+		cut := 0
+		for i := 0; i < 40; i++ {
+			if watch() != nil {
+				cut++
+			}
+		}
+		if hits := atomic.LoadInt64(&bad.hits); cut != 1 || hits != 1 {
+			t.Fatalf("%d watches cut, %d sent to the bad member; want 1 and 1", cut, hits)
+		}
+		if s := stats(tr, badKey); s.Tags&tagDown == 0 || s.Failures != 1 {
+			t.Fatalf("a cut watch did not mark its member: %+v", s)
+		}
+		// The member recovers; once the hold is over it shares watches
+		// again.
+		bad.handler.Store(http.HandlerFunc(nil))
+		time.Sleep(DownHold + 50*time.Millisecond)
+		for i := 0; i < 40; i++ {
+			if err := watch(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if hits := atomic.LoadInt64(&bad.hits); hits < 2 {
+			t.Fatalf("after the hold the recovered member got %d of 40 watches", hits-1)
+		}
+		if s := stats(tr, badKey); s.Tags&tagDown != 0 {
+			t.Fatalf("mark still set after the hold: %+v", s)
+		}
+	})
+}
+
+// cutAnswer sends headers and the start of a body, then drops the
+// connection.
+func cutAnswer(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("X-Etcd-Index", "10")
+	w.WriteHeader(200)
+	w.Write([]byte(`{"action":`))
+	w.(http.Flusher).Flush()
+	panic(http.ErrAbortHandler)
+}
+
+// What sets the "just failed" mark and what ends it early.
+func TestDownMark(t *testing.T) {
+	c := newFakeCluster(t, 1)
+	tr, _ := newTestTransport(t, c, LeaderPollInterval(-1))
+	m := c.members[0]
+	base := m.srv.URL
+	down := func() bool { return stats(tr, strings.ToLower(base)).Tags&tagDown != 0 }
+
+	// A 5xx answer marks; a good answer ends the mark at once. (With one
+	// member, avoiding it is moot: it still gets every request.)
+	m.handler.Store(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, `{"message":"no leader"}`, http.StatusServiceUnavailable)
+	}))
+	if resp := do(t, tr, "GET", base+"/v2/keys/a"); resp.StatusCode != 503 || !down() {
+		t.Fatalf("a 503 answer (status %d) did not mark the member", resp.StatusCode)
 	}
-	if failures != 1 {
-		t.Fatalf("%d of 20 watches went to the dead member, want only the first", failures)
+	m.handler.Store(http.HandlerFunc(nil))
+	if do(t, tr, "GET", base+"/v2/keys/a"); down() {
+		t.Fatal("a good answer did not end the mark")
 	}
-	if s := stats(tr, deadKey); s.Tags&tagDown == 0 {
-		t.Fatalf("dead member not marked: %+v", s)
+
+	// The caller giving up marks nothing, before the headers or in the
+	// middle of a watch's wait.
+	m.handler.Store(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-r.Context().Done()
+	}))
+	for _, q := range []string{"", "?wait=true"} {
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		req, _ := http.NewRequest("GET", base+"/v2/keys/a"+q, nil)
+		_, err := tr.RoundTrip(req.WithContext(ctx))
+		cancel()
+		if err == nil {
+			t.Fatalf("GET %s: the canceled request succeeded", q)
+		}
+		if down() {
+			t.Fatalf("GET %s: a canceled request marked the member", q)
+		}
+	}
+	if s := stats(tr, strings.ToLower(base)); s.Failures != 1 || s.InFlight != 0 || s.Streams != 0 {
+		t.Fatalf("stats %+v: want the 503 as the only failure, nothing open", s)
 	}
 }
