@@ -3,6 +3,7 @@ package etcdbalance
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -82,6 +83,9 @@ type etcdBalancer struct {
 	// entry is the registry entry engine belongs to; nil when the engine is
 	// this balancer's own.
 	entry *entry
+	// rt is the entry's routing state; nil for an engine of its own, which
+	// has no cluster view and routes by load alone.
+	rt *router
 	// addrs are the members of the last resolver update, one per endpoint.
 	addrs []string
 	// ready are the READY children of the last child update, by address.
@@ -113,11 +117,25 @@ func (b *etcdBalancer) UpdateClientConnState(s balancer.ClientConnState) error {
 			return balancer.ErrBadResolverState
 		}
 		b.engine, b.entry = eng, e
+		if e != nil {
+			b.rt = e.rt
+			b.rt.bal.Store(b)
+		}
 	}
+	known := b.engine.Endpoints()
 	if err := b.engine.SetEndpoints(addrs); err != nil {
 		b.mu.Unlock()
 		logger.Errorf("etcdbalance: %v", err)
 		return balancer.ErrBadResolverState
+	}
+	if b.rt != nil && b.rt.viewOn.Load() {
+		// A member new to the engine may be a learner: keep it out of what
+		// learners refuse until a probe says what it is.
+		for _, a := range addrs {
+			if !slices.Contains(known, a) {
+				_ = b.engine.UpdateTags(a, TagUnverified, 0)
+			}
+		}
 	}
 	b.addrs = addrs
 	// New members stay out of the engine's choice until their child says
@@ -162,24 +180,41 @@ func (b *etcdBalancer) UpdateState(s balancer.State) {
 		return
 	}
 	b.setTagsLocked()
-	// Publishing under mu keeps pickers in the order of the states they
-	// reflect; the channel does not call back into the balancer.
+	b.publishLocked()
+}
+
+// publishLocked hands grpc a new picker over the READY members. Publishing
+// under mu keeps pickers in the order of the states they reflect; the
+// channel does not call back into the balancer.
+func (b *etcdBalancer) publishLocked() {
 	b.ClientConn.UpdateState(balancer.State{
 		ConnectivityState: connectivity.Ready,
-		Picker:            &grpcPicker{engine: b.engine, ready: ready, addrs: b.addrs},
+		Picker:            &grpcPicker{engine: b.engine, rt: b.rt, ready: b.ready, addrs: b.addrs},
 	})
 }
 
-// setTagsLocked marks every member that is not READY as down in the engine.
+// republish publishes the current picker again, so that calls waiting for
+// a picker (those that waited for the cluster view) are picked again.
+func (b *etcdBalancer) republish() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed || b.engine == nil || len(b.ready) == 0 {
+		return
+	}
+	b.publishLocked()
+}
+
+// setTagsLocked marks every member that is not READY as down in the
+// engine, and every READY one as up, leaving the view's tags alone.
 func (b *etcdBalancer) setTagsLocked() {
 	for _, a := range b.addrs {
-		var t picker.Tags
+		set, clear := picker.Tags(0), tagDown
 		if _, ok := b.ready[a]; !ok {
-			t = tagDown
+			set, clear = tagDown, 0
 		}
 		// An address the engine does not have (a concurrent update) is not
 		// worth a log line.
-		_ = b.engine.SetTags(a, t)
+		_ = b.engine.UpdateTags(a, set, clear)
 	}
 }
 
@@ -197,6 +232,11 @@ func (b *etcdBalancer) Close() {
 	b.mu.Lock()
 	b.closed = true
 	e := b.entry
+	if b.rt != nil {
+		// Only this balancer's own registration: a newer balancer of the
+		// same channel may have replaced it.
+		b.rt.bal.CompareAndSwap(b, nil)
+	}
 	b.mu.Unlock()
 	b.child.Close()
 	if e != nil {

@@ -14,16 +14,17 @@ type Class uint8
 
 // The classes.
 const (
-	// Other calls may go to any member: MemberList, Status, Alarm,
-	// LeaseTimeToLive, user and role lookups, and every method this package
-	// does not know. The zero value.
+	// Other calls may go to any voting member (Status to learners too):
+	// MemberList, Status, Alarm, LeaseTimeToLive, user and role lookups,
+	// and every method this package does not know. The zero value.
 	Other Class = iota
 	// Read is a Range.
 	Read
 	// Write changes the keyspace, leases, membership or auth and goes
 	// through raft: Put, DeleteRange, Txn, Compact, LeaseGrant,
 	// LeaseRevoke, member changes, auth changes, and the v3lock/v3election
-	// calls that propose (Unlock, Proclaim, Resign).
+	// calls that propose (Unlock, Proclaim, Resign). MoveLeader is one too:
+	// only the leader serves it.
 	Write
 	// Stream is a call that lives for a long time: Watch, LeaseKeepAlive,
 	// Snapshot, Election Observe, and the calls that block until something
@@ -76,6 +77,7 @@ func Classify(method string) Class {
 		"/etcdserverpb.Cluster/MemberRemove",
 		"/etcdserverpb.Cluster/MemberUpdate",
 		"/etcdserverpb.Cluster/MemberPromote",
+		"/etcdserverpb.Maintenance/MoveLeader",
 		"/etcdserverpb.Auth/AuthEnable",
 		"/etcdserverpb.Auth/AuthDisable",
 		"/etcdserverpb.Auth/UserAdd",

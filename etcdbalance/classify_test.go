@@ -38,7 +38,7 @@ func TestClassify(t *testing.T) {
 		{"/etcdserverpb.Maintenance/Defragment", Other},
 		{"/etcdserverpb.Maintenance/Hash", Other},
 		{"/etcdserverpb.Maintenance/HashKV", Other},
-		{"/etcdserverpb.Maintenance/MoveLeader", Other},
+		{"/etcdserverpb.Maintenance/MoveLeader", Write},
 		{"/etcdserverpb.Maintenance/Downgrade", Other},
 		// Auth: changes are writes, lookups any member.
 		{"/etcdserverpb.Auth/AuthEnable", Write},

@@ -19,17 +19,25 @@ import (
 // package: it returns a plain *clientv3.Client. cfg.DialOptions are kept;
 // the balancer's options are appended after them. Invalid options are
 // reported before anything is dialled. The engine lives until the client is
-// closed; Stats reads it.
+// closed; Stats reads it. New also starts the cluster view (unless
+// WithClusterView switches it off), which routes writes to the leader,
+// reads to the followers and keeps learners and lagging members safe (see
+// the package doc); ClusterView reads it. It stops when the client closes.
 func New(cfg clientv3.Config, opts ...Option) (*clientv3.Client, error) {
-	pc, err := applyOptions(opts)
+	o, err := applyOptions(opts)
 	if err != nil {
 		return nil, err
 	}
-	e, err := reg.create(pc)
+	e, err := reg.create(o.picker, o.routing)
 	if err != nil {
 		return nil, err
 	}
-	ours := dialOptions(e.id, pc, &handle{id: e.id})
+	if o.routing.viewInterval > 0 {
+		// Before dialling, so that the balancer marks every member
+		// unverified from the start.
+		e.rt.viewOn.Store(true)
+	}
+	ours := dialOptions(e.id, o.picker, &handle{id: e.id, e: e})
 	cfg.DialOptions = append(slices.Clip(cfg.DialOptions), ours...)
 	cli, err := clientv3.New(cfg)
 	if err != nil {
@@ -45,6 +53,9 @@ func New(cfg clientv3.Config, opts ...Option) (*clientv3.Client, error) {
 	// the same options. client/v3 3.7 dials with grpc.NewClient, which
 	// starts idle.
 	cli.ActiveConnection().Connect()
+	if o.routing.viewInterval > 0 {
+		startView(cli.Ctx(), cli, e)
+	}
 	return cli, nil
 }
 
@@ -56,8 +67,16 @@ func New(cfg clientv3.Config, opts ...Option) (*clientv3.Client, error) {
 //
 // The options override the round_robin policy that clientv3's resolver
 // asks for (grpc.WithDisableServiceConfig with
-// grpc.WithDefaultServiceConfig) and add a chained stream interceptor;
-// etcd's own interceptors are left in place.
+// grpc.WithDefaultServiceConfig) and add a chained stream interceptor and a
+// chained unary interceptor (the monotonic guard, and the marker that tells
+// serializable reads apart); etcd's own interceptors are left in place.
+//
+// The cluster view does not start by itself here, since the options exist
+// before the client: call Attach once the client is built. Until then, or
+// without it, the client spreads every call by load alone over the
+// connected members (as if WithClusterView(-1) were given), learners
+// included, and the monotonic guard re-issues a stale read as a
+// linearizable one.
 //
 // Call DialOptions once per client: the options carry one engine, which
 // the first channel that uses them owns; other channels dialled with the
@@ -69,27 +88,33 @@ func New(cfg clientv3.Config, opts ...Option) (*clientv3.Client, error) {
 // If an option is invalid, dialling fails with an error that names it
 // ("grpc: the provided default service config is invalid: etcdbalance: ...").
 func DialOptions(opts ...Option) []grpc.DialOption {
-	pc, err := applyOptions(opts)
+	o, err := applyOptions(opts)
 	if err != nil {
 		// The config carries the bad value, so the dial fails with the
 		// parser's description of it.
-		return dialOptions("", pc, &handle{})
+		return dialOptions("", o.picker, &handle{})
 	}
-	e, err := reg.create(pc)
+	e, err := reg.create(o.picker, o.routing)
 	if err != nil { // validated above
-		return dialOptions("", pc, &handle{})
+		return dialOptions("", o.picker, &handle{})
 	}
-	h := &handle{id: e.id}
+	h := &handle{id: e.id, e: e}
+	// e must not refer back to h (nor to any ClientConn, which refers to
+	// h through the interceptors), or h would never be collected: the
+	// balancer drops its registration in e when it closes, and the view
+	// keeps the connection on its goroutine's stack only.
 	runtime.AddCleanup(h, reg.release, e)
-	return dialOptions(e.id, pc, h)
+	return dialOptions(e.id, o.picker, h)
 }
 
 func dialOptions(id string, pc picker.Config, h *handle) []grpc.DialOption {
 	return []grpc.DialOption{
 		grpc.WithDisableServiceConfig(),
 		grpc.WithDefaultServiceConfig(serviceConfig(id, pc)),
-		// Chained: grpc.WithStreamInterceptor would replace etcd's.
+		// Chained: grpc.WithStreamInterceptor and grpc.WithUnaryInterceptor
+		// would replace etcd's (its retry interceptor among them).
 		grpc.WithChainStreamInterceptor(h.streamInterceptor),
+		grpc.WithChainUnaryInterceptor(h.unaryInterceptor),
 	}
 }
 
@@ -98,6 +123,7 @@ func dialOptions(id string, pc picker.Config, h *handle) []grpc.DialOption {
 // channel can use its engine any more.
 type handle struct {
 	id string // also keeps handle off the tiny allocator, which would delay its cleanup
+	e  *entry // nil when the options were invalid
 }
 
 // streamInterceptor marks streams whose method Classify does not know, so
@@ -145,13 +171,19 @@ func pinnedMember(ctx context.Context) (string, bool) {
 	return s, ok && s != ""
 }
 
-// MemberStats is the engine's view of one member of a client.
+// MemberStats is the engine's view of one member of a client. Tags holds
+// the cluster view's tags (TagLeader, TagLearner, ...); Leader, Learner and
+// Lagging spell the main ones out.
 type MemberStats struct {
 	picker.EndpointStats
 	// Ready reports whether the client's connection to the member was READY
 	// at the balancer's last update. Members that are not ready are never
 	// picked.
 	Ready bool
+	// Leader, Learner and Lagging report TagLeader, TagLearner and
+	// TagLagging: what the cluster view found in its last probe round.
+	// All false without a view.
+	Leader, Learner, Lagging bool
 }
 
 // Errors returned by Stats.
@@ -164,9 +196,9 @@ var (
 // New, or by clientv3.New with DialOptions (once the client has dialled),
 // sorted by address. Counters are cumulative since the member joined the
 // client's endpoint set. Streams counts open streams (watches,
-// keep-alives), InFlight unary calls in flight, Picks every pick. It
-// returns ErrClientClosed once the client is closed, and ErrNotBalanced
-// for any other client.
+// keep-alives), InFlight unary calls in flight, Picks every pick (the
+// cluster view's probes included). It returns ErrClientClosed once the
+// client is closed, and ErrNotBalanced for any other client.
 func Stats(cli *clientv3.Client) ([]MemberStats, error) {
 	if cli == nil {
 		return nil, ErrNotBalanced
@@ -181,7 +213,13 @@ func Stats(cli *clientv3.Client) ([]MemberStats, error) {
 	snap := e.engine.Snapshot()
 	out := make([]MemberStats, len(snap))
 	for i, s := range snap {
-		out[i] = MemberStats{EndpointStats: s, Ready: s.Tags&tagDown == 0}
+		out[i] = MemberStats{
+			EndpointStats: s,
+			Ready:         s.Tags&tagDown == 0,
+			Leader:        s.Tags&TagLeader != 0,
+			Learner:       s.Tags&TagLearner != 0,
+			Lagging:       s.Tags&TagLagging != 0,
+		}
 		out[i].Tags &^= tagDown
 	}
 	slices.SortFunc(out, func(a, b MemberStats) int { return cmp.Compare(a.Addr, b.Addr) })

@@ -25,8 +25,8 @@ import (
 //	policy             string   "p2c-ewma" (default), "least-outstanding",
 //	                            "round-robin", "shuffled-pin", "pinned"
 //	decay              duration peak-EWMA time constant (10s)
-//	idleGrace          duration idle time before an estimate drifts (1s)
-//	idleDecay          duration time constant of that drift (5s), or "off"
+//	idleGrace          duration idle time before an estimate drifts (250ms)
+//	idleDecay          duration time constant of that drift (1s), or "off"
 //	defaultRTT         duration estimate before anything is measured (30ms)
 //	slowStart          duration slow-start window (5s), or "off"
 //	slowStartPenalty   number   cost multiplier at slow-start begin (3)
@@ -36,7 +36,8 @@ import (
 //	ejectMax           duration longest ejection (30s)
 //	reshuffleInterval  duration reshuffle period (30s), or "off"
 //	reshuffleJitter    number   ± fraction of that period (0.2)
-//	avoidFactor        number   how much cheaper an avoided member must be (2)
+//	avoidFactor        number   how much cheaper an avoided member must be (2;
+//	                            New and DialOptions write 16, DefaultAvoidFactor)
 //
 // Durations are strings in time.ParseDuration syntax ("250ms", "10s").
 // Unknown fields are rejected, so that a misspelt field is not silently
@@ -275,45 +276,53 @@ func serviceConfig(client string, c picker.Config) string {
 	return `{"loadBalancingConfig":[{"` + Name + `":` + encodeConfig(client, c) + `}]}`
 }
 
-// Option tunes the engine of a client made by New or DialOptions. The
-// options mirror picker.Config; an option left out keeps the picker's
-// default. New reports an invalid option as an error that names the field
-// and value; with DialOptions the same error comes from dialling (grpc
-// reports it as an invalid default service config).
-type Option func(*picker.Config)
+// Option tunes a client made by New or DialOptions: its engine (the
+// options that mirror picker.Config; one left out keeps the picker's
+// default) and its cluster-aware routing (WithClusterView and the options
+// after it). New reports an invalid option as an error that names the
+// field and value; with DialOptions the same error comes from dialling
+// (grpc reports it as an invalid default service config). The routing
+// options take no invalid values.
+type Option func(*options)
+
+// options is what Options set.
+type options struct {
+	picker  picker.Config
+	routing routing
+}
 
 // WithPolicy selects the selection rule; default picker.P2CEWMA. The
 // others exist for comparison: least-outstanding, round-robin,
 // shuffled-pin and pinned.
-func WithPolicy(p picker.Policy) Option { return func(c *picker.Config) { c.Policy = p } }
+func WithPolicy(p picker.Policy) Option { return func(o *options) { o.picker.Policy = p } }
 
 // WithDecay sets the peak-EWMA time constant (default 10s; must be > 0).
-func WithDecay(d time.Duration) Option { return func(c *picker.Config) { c.Decay = d } }
+func WithDecay(d time.Duration) Option { return func(o *options) { o.picker.Decay = d } }
 
 // WithIdleDecay sets how long a member may go unsampled before its estimate
-// drifts back toward the median of the others (grace, default 1s), and the
-// time constant of that drift (decay, default 5s; negative switches the
+// drifts back toward the median of the others (grace, default 250ms), and
+// the time constant of that drift (decay, default 1s; negative switches the
 // drift off, so a member that was slow once is never tried again).
 func WithIdleDecay(grace, decay time.Duration) Option {
-	return func(c *picker.Config) { c.IdleGrace, c.IdleDecay = grace, decay }
+	return func(o *options) { o.picker.IdleGrace, o.picker.IdleDecay = grace, decay }
 }
 
 // WithDefaultRTT sets the estimate used before any member is measured
 // (default 30ms).
-func WithDefaultRTT(d time.Duration) Option { return func(c *picker.Config) { c.DefaultRTT = d } }
+func WithDefaultRTT(d time.Duration) Option { return func(o *options) { o.picker.DefaultRTT = d } }
 
 // WithSlowStart sets the window after a member joins or returns during
 // which its cost is raised (default 5s; negative switches slow start off),
 // and the cost multiplier at the start of the window (default 3; ≥ 1).
 func WithSlowStart(window time.Duration, penalty float64) Option {
-	return func(c *picker.Config) { c.SlowStart, c.SlowStartPenalty = window, penalty }
+	return func(o *options) { o.picker.SlowStart, o.picker.SlowStartPenalty = window, penalty }
 }
 
 // WithFailurePenalty sets the least latency charged for a failure that
 // blames the member (default 250ms), so that fast failures do not look
 // fast.
 func WithFailurePenalty(d time.Duration) Option {
-	return func(c *picker.Config) { c.FailurePenalty = d }
+	return func(o *options) { o.picker.FailurePenalty = d }
 }
 
 // WithEjection sets ejection: after consecutive blamed failures (default
@@ -321,33 +330,114 @@ func WithFailurePenalty(d time.Duration) Option {
 // (default 1s), doubling per repeat up to max (default 30s). The picker
 // never ejects every member.
 func WithEjection(after int, base, max time.Duration) Option {
-	return func(c *picker.Config) { c.EjectAfter, c.EjectBase, c.EjectMax = after, base, max }
+	return func(o *options) { o.picker.EjectAfter, o.picker.EjectBase, o.picker.EjectMax = after, base, max }
 }
 
 // WithReshuffle sets how often the member order is reshuffled (default
 // 30s; negative switches reshuffling off) and the ± jitter fraction of
 // that period (default 0.2; in [0, 1)).
 func WithReshuffle(interval time.Duration, jitter float64) Option {
-	return func(c *picker.Config) { c.ReshuffleInterval, c.ReshuffleJitter = interval, jitter }
+	return func(o *options) { o.picker.ReshuffleInterval, o.picker.ReshuffleJitter = interval, jitter }
 }
 
-// WithAvoidFactor sets how much cheaper an avoided member must be than
-// every other one before a request that avoids it goes there anyway
-// (default 2; ≥ 1). Nothing in this package avoids members yet; the
-// cluster view will.
-func WithAvoidFactor(f float64) Option { return func(c *picker.Config) { c.AvoidFactor = f } }
+// WithAvoidFactor sets how much more every eligible follower must cost
+// than the leader before a read goes to the leader anyway
+// (picker.Config.AvoidFactor; default DefaultAvoidFactor, 16, which says
+// why; must be ≥ 1). Cost is latency × (calls in flight + 1): under steady
+// load the leader's share of reads is about r / (f·n + r) for n followers
+// whose latency is r times the leader's. Infinity is not allowed; to keep
+// reads off the leader whenever a follower is up, use a large factor such
+// as 1e9. It matters only while follower reads are on (WithFollowerReads)
+// and a leader is known (WithClusterView).
+func WithAvoidFactor(f float64) Option { return func(o *options) { o.picker.AvoidFactor = f } }
 
 // WithPickerConfig replaces the whole engine configuration, Clock and Rand
-// included (for simulations and tests); options after it still apply.
-func WithPickerConfig(pc picker.Config) Option { return func(c *picker.Config) { *c = pc } }
+// included (for simulations and tests); options after it still apply. The
+// routing options are not touched.
+func WithPickerConfig(pc picker.Config) Option { return func(o *options) { o.picker = pc } }
 
-// applyOptions folds opts into a picker.Config and validates it.
-func applyOptions(opts []Option) (picker.Config, error) {
-	var c picker.Config
-	for _, o := range opts {
-		if o != nil {
-			o(&c)
+// WithClusterView sets how often the cluster view probes every member with
+// Status (default DefaultViewInterval, 1s, spread by ± 20%; 0 keeps the
+// default), or switches the view off (negative). Without the view nothing
+// knows the leader, the learners or the lag: WithLeaderWrites,
+// WithFollowerReads, WithLearnerReads and WithLagThreshold have no effect,
+// every call goes to the cheapest connected member (plain load-aware
+// spreading), and the monotonic guard re-issues a stale read as a
+// linearizable one. Each probe is one Status call on the client's own
+// connection (no new connections), which also keeps the connection out of
+// grpc's idle mode. A probe that gets no answer within max(interval, 1s)
+// counts as failed.
+func WithClusterView(interval time.Duration) Option {
+	return func(o *options) {
+		switch {
+		case interval == 0:
+			o.routing.viewInterval = DefaultViewInterval
+		case interval < 0:
+			o.routing.viewInterval = 0
+		default:
+			o.routing.viewInterval = interval
 		}
 	}
-	return c, validate(c)
+}
+
+// WithLeaderWrites switches leader routing of writes (Put, DeleteRange,
+// Txn, Compact, lease grants and revocations, member, auth and leadership
+// changes) on or off; default on. On, a write goes to the leader when the
+// view knows it and its connection is up, saving the follower's hop to the
+// leader; otherwise, and when off, to the cheapest voting member, which
+// forwards it.
+func WithLeaderWrites(on bool) Option { return func(o *options) { o.routing.leaderWrites = on } }
+
+// WithFollowerReads switches leader avoidance for reads (Range) on or off;
+// default on. On, a read goes to a follower unless every eligible follower
+// costs more than WithAvoidFactor times the leader, or none is eligible:
+// the leader already carries every write and all replication. Off, reads
+// are spread over every eligible member, the leader included.
+func WithFollowerReads(on bool) Option { return func(o *options) { o.routing.followerReads = on } }
+
+// WithLearnerReads lets learners serve serializable reads when they are
+// caught up (not lagging, see WithLagThreshold); default on. Off, learners
+// serve nothing but the view's Status probes. Learners never receive
+// writes, linearizable reads, streams other than Snapshot or other calls
+// that etcd refuses on learners, whatever this option says.
+func WithLearnerReads(on bool) Option { return func(o *options) { o.routing.learnerReads = on } }
+
+// WithLagThreshold sets how many raft entries a member's applied index may
+// trail the most advanced member's (as of the last probe round) before it
+// gets no serializable reads until it catches up: default
+// DefaultLagThreshold (1000; 0 keeps the default); negative switches lag
+// exclusion off, so that lagging members (learners included) serve
+// serializable reads like any other.
+func WithLagThreshold(entries int64) Option {
+	return func(o *options) {
+		switch {
+		case entries == 0:
+			o.routing.lagThreshold = DefaultLagThreshold
+		case entries < 0:
+			o.routing.lagThreshold = 0
+		default:
+			o.routing.lagThreshold = uint64(entries)
+		}
+	}
+}
+
+// WithMonotonicReads switches the monotonic-read guard on or off; default
+// on. On, the client never gets a KV answer whose revision is lower than
+// one it had observed when the call started (see "Consistency" in the
+// package doc for how, and what it costs). Off, a serializable read may be
+// answered by a member that has not applied what an earlier answer showed.
+func WithMonotonicReads(on bool) Option { return func(o *options) { o.routing.monotonic = on } }
+
+// applyOptions folds opts into the defaults and validates them.
+func applyOptions(opts []Option) (options, error) {
+	o := options{routing: defaultRouting()}
+	for _, opt := range opts {
+		if opt != nil {
+			opt(&o)
+		}
+	}
+	if o.picker.AvoidFactor == 0 {
+		o.picker.AvoidFactor = DefaultAvoidFactor
+	}
+	return o, validate(o.picker)
 }

@@ -97,7 +97,7 @@ func TestOptionsEncodeAndParse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sc := serviceConfig("id-1", pc)
+	sc := serviceConfig("id-1", pc.picker)
 	var top struct {
 		LoadBalancingConfig []map[string]json.RawMessage `json:"loadBalancingConfig"`
 	}

@@ -90,3 +90,57 @@ func ExampleWithMember() {
 		log.Print(err)
 	}
 }
+
+// Attach starts the cluster view of a client built with DialOptions, so
+// that it routes as one made by New: writes to the leader, reads to the
+// followers, learners and lagging members kept safe.
+func ExampleAttach() {
+	cfg := clientv3.Config{
+		Endpoints:   []string{"10.0.0.1:2379", "10.0.0.2:2379", "10.0.0.3:2379"},
+		DialTimeout: 5 * time.Second,
+	}
+	cfg.DialOptions = append(cfg.DialOptions, etcdbalance.DialOptions()...)
+	cli, err := clientv3.New(cfg)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer cli.Close()
+	stop, err := etcdbalance.Attach(cli)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer stop() // or let cli.Close end it
+
+	view, err := etcdbalance.ClusterView(cli)
+	if err != nil {
+		log.Fatal(err)
+	}
+	log.Printf("leader %s after %d probe rounds", view.Leader, view.Rounds)
+}
+
+// The cluster-aware rules can be tuned or switched off one by one.
+func ExampleNew_options() {
+	cli, err := etcdbalance.New(clientv3.Config{Endpoints: []string{"10.0.0.1:2379", "10.0.0.2:2379", "10.0.0.3:2379"}},
+		etcdbalance.WithClusterView(500*time.Millisecond), // probe twice a second
+		etcdbalance.WithLagThreshold(5000),                // tolerate more lag
+		etcdbalance.WithFollowerReads(false),              // let the leader take reads too
+		etcdbalance.WithMonotonicReads(false),             // no guard: stale reads may go back
+	)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer cli.Close()
+}
+
+// WithLeader and WithAnyMember override the rules for one call.
+func ExampleWithLeader() {
+	var cli *clientv3.Client // made by etcdbalance.New
+	// The leader's own answer, without a follower's ReadIndex round trip.
+	if _, err := cli.Get(etcdbalance.WithLeader(context.Background()), "key"); err != nil {
+		log.Print(err)
+	}
+	// A plain load-aware choice, leader included.
+	if _, err := cli.Get(etcdbalance.WithAnyMember(context.Background()), "key", clientv3.WithSerializable()); err != nil {
+		log.Print(err)
+	}
+}

@@ -55,9 +55,9 @@ func TestSlowMember(t *testing.T) {
 	t.Logf("warm-up: %v", warm)
 
 	ms := c.Members()
-	before := proxyStreams(ms)
+	before := requests(t, ms, cli)
 	r := hammer(ctx, conc, 3000, getOp(cli, "slow", mixed))
-	d := sub(proxyStreams(ms), before)
+	d := sub(requests(t, ms, cli), before)
 	st, _ := Stats(cli)
 	t.Logf("per-member requests %v (member %d slow), %v%s", d, si, r, formatStats(st))
 	if r.fail.Load() != 0 {

@@ -30,7 +30,7 @@ func TestMain(m *testing.M) {
 
 // startCluster starts a cluster of real etcd members behind fault proxies
 // and waits for a leader; it is closed when the test ends.
-func startCluster(t *testing.T, cfg etcdcluster.Config) *etcdcluster.Cluster {
+func startCluster(t testing.TB, cfg etcdcluster.Config) *etcdcluster.Cluster {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -54,7 +54,7 @@ func clientConfig(eps []string) clientv3.Config {
 }
 
 // newBalanced returns a client made by New, closed when the test ends.
-func newBalanced(t *testing.T, cfg clientv3.Config, opts ...Option) *clientv3.Client {
+func newBalanced(t testing.TB, cfg clientv3.Config, opts ...Option) *clientv3.Client {
 	t.Helper()
 	cli, err := New(cfg, opts...)
 	if err != nil {
@@ -259,7 +259,7 @@ func waitCaughtUp(t *testing.T, c *etcdcluster.Cluster) {
 
 // waitFor polls cond until it holds or timeout passes (then the test
 // fails). It asserts nothing about how long the wait took.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {
@@ -291,4 +291,72 @@ func formatStats(st []MemberStats) string {
 			s.Addr, s.Ready, s.Picks, s.InFlight, s.Streams, s.Estimate, s.Failures, s.Ejected)
 	}
 	return b.String()
+}
+
+// viewOf returns ClusterView(cli) or fails the test.
+func viewOf(t testing.TB, cli *clientv3.Client) View {
+	t.Helper()
+	v, err := ClusterView(cli)
+	if err != nil {
+		t.Fatalf("ClusterView: %v", err)
+	}
+	return v
+}
+
+// waitRounds waits until cli's view has completed at least n probe rounds
+// and returns the view. It counts rounds; it asserts nothing about time.
+func waitRounds(t testing.TB, cli *clientv3.Client, n int64) View {
+	t.Helper()
+	var v View
+	waitFor(t, 60*time.Second, fmt.Sprintf("%d probe rounds", n), func() bool {
+		v = viewOf(t, cli)
+		return v.Rounds >= n
+	})
+	return v
+}
+
+// probes returns the Status probes each member was sent by the views of
+// clis, in the order of ms.
+func probes(t testing.TB, ms []*etcdcluster.Member, clis ...*clientv3.Client) []int64 {
+	t.Helper()
+	out := make([]int64, len(ms))
+	for _, cli := range clis {
+		byAddr := map[string]int64{}
+		for _, m := range viewOf(t, cli).Members {
+			byAddr[m.Addr] = m.Probes
+		}
+		for i, m := range ms {
+			out[i] += byAddr[m.ClientAddr()]
+		}
+	}
+	return out
+}
+
+// requests returns the requests each member's proxy has seen less the
+// probes the views of clis sent it: the client traffic. A probe is counted
+// by the view when sent and by the proxy when it arrives, so a probe in
+// flight makes this one low for a moment; settledRequests avoids that.
+func requests(t testing.TB, ms []*etcdcluster.Member, clis ...*clientv3.Client) []int64 {
+	t.Helper()
+	p := probes(t, ms, clis...)
+	s := proxyStreams(ms)
+	return sub(s, p)
+}
+
+// settledRequests is requests taken just after cli's view completes a
+// round, when none of its probes is in flight (rounds are ≥ 0.8 s apart
+// with the default interval). cli must be the only client with a view that
+// talks to ms.
+func settledRequests(t testing.TB, ms []*etcdcluster.Member, cli *clientv3.Client) []int64 {
+	t.Helper()
+	r := viewOf(t, cli).Rounds
+	var out []int64
+	waitFor(t, 60*time.Second, "a probe round to complete", func() bool {
+		if viewOf(t, cli).Rounds <= r {
+			return false
+		}
+		out = requests(t, ms, cli)
+		return true
+	})
+	return out
 }

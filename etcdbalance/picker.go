@@ -16,11 +16,6 @@ import (
 	"github.com/etcdbalance/etcdbalance-go/picker"
 )
 
-// tagDown marks, in the engine, a member whose connection is not READY, so
-// that Pick never returns it. The engine's other tag bits are left for the
-// cluster view (leader, learner, lagging).
-const tagDown picker.Tags = 1 << 31
-
 // grpcPicker is the picker handed to grpc while at least one member is
 // READY. It asks the engine for a member and delegates to that member's
 // pickfirst child. Its fields are set when it is built and never change
@@ -29,6 +24,7 @@ const tagDown picker.Tags = 1 << 31
 // synchronisation.
 type grpcPicker struct {
 	engine *picker.Picker
+	rt     *router                    // routing rules; nil: plain load-aware choice
 	ready  map[string]balancer.Picker // READY children by member address
 	addrs  []string                   // every member address, ready or not
 }
@@ -40,6 +36,10 @@ func (p *grpcPicker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 		kind = picker.Stream
 	}
 
+	var mark *readMark
+	if class == Read {
+		mark = readMarkOf(info.Ctx)
+	}
 	var t picker.Ticket
 	var err error
 	if pin, ok := pinnedMember(info.Ctx); ok {
@@ -53,7 +53,11 @@ func (p *grpcPicker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 		}
 		t, err = p.engine.PickAddr(pin, kind)
 	} else {
-		t, err = p.engine.Pick(picker.Request{Kind: kind, Exclude: tagDown})
+		var wait bool
+		t, wait, err = pickRouted(p.engine, p.rt, class, kind, info.FullMethodName, overrideOf(info.Ctx), mark)
+		if wait {
+			return balancer.PickResult{}, balancer.ErrNoSubConnAvailable
+		}
 	}
 	if err != nil {
 		// Nothing eligible: a member changed state since this picker was
@@ -71,6 +75,9 @@ func (p *grpcPicker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	if err != nil {
 		p.engine.Done(t, picker.Outcome{Result: picker.Canceled})
 		return res, err
+	}
+	if mark != nil {
+		mark.addr = t.Addr()
 	}
 	r := recordPool.Get().(*callRecord)
 	r.engine, r.ticket, r.next, r.timeout = p.engine, t, res.Done, 0

@@ -46,6 +46,7 @@ type entry struct {
 	id     string
 	cfg    picker.Config
 	engine *picker.Picker
+	rt     *router // routing rules, cluster view and guard of this engine
 
 	// Guarded by registry.mu.
 	held     bool                // the client handle still exists
@@ -67,8 +68,9 @@ var idSeq atomic.Uint64
 
 const idPrefix = "etcdbalance-client-"
 
-// create registers a new engine for cfg, held by a client handle.
-func (r *registry) create(cfg picker.Config) (*entry, error) {
+// create registers a new engine for cfg with the routing rules set, held
+// by a client handle.
+func (r *registry) create(cfg picker.Config, set routing) (*entry, error) {
 	eng, err := picker.New(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("etcdbalance: invalid configuration: %v", err)
@@ -77,6 +79,7 @@ func (r *registry) create(cfg picker.Config) (*entry, error) {
 		id:     fmt.Sprintf("%s%d", idPrefix, idSeq.Add(1)),
 		cfg:    cfg,
 		engine: eng,
+		rt:     newRouter(set, eng),
 		held:   true,
 	}
 	r.mu.Lock()

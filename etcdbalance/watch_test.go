@@ -31,7 +31,7 @@ func TestWatch(t *testing.T) {
 	t.Run("spread", func(t *testing.T) {
 		const n = 30
 		ms := c.Members()
-		before := proxyStreams(ms)
+		before := requests(t, ms, cli)
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		var watchers []clientv3.Watcher
@@ -61,7 +61,7 @@ func TestWatch(t *testing.T) {
 			perMember[s.Addr] = s.Streams
 			total += s.Streams
 		}
-		d := sub(proxyStreams(ms), before)
+		d := sub(requests(t, ms, cli), before)
 		t.Logf("%d watch streams: engine %v, proxies %v", n, perMember, d)
 		if total != n {
 			t.Errorf("engine counts %d open streams, want %d", total, n)

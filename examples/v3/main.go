@@ -3,12 +3,14 @@
 // By default it starts a 3-member etcd cluster in-process, writes -keys
 // keys, reads them -reads times from -concurrency goroutines through a
 // client built by etcdbalance.New, and prints the share of the reads that
-// each member served:
+// each member served. Reads go to the followers; the leader, which already
+// carries every write, serves reads only when the followers are loaded
+// far beyond it:
 //
 //	go run ./examples/v3 -reads 3000
-//	member 127.0.0.1:20123 share 0.3390
-//	member 127.0.0.1:20125 share 0.3287 leader
-//	member 127.0.0.1:20127 share 0.3323
+//	member 127.0.0.1:20123 share 0.4990
+//	member 127.0.0.1:20125 share 0.0000 leader
+//	member 127.0.0.1:20127 share 0.5010
 //
 // With -endpoints it uses an existing cluster instead (it writes keys
 // under -prefix and deletes them afterwards).
@@ -26,7 +28,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/etcdbalance/etcdbalance-go/etcdbalance"
@@ -163,7 +164,11 @@ func example(ctx context.Context, o options, stdout io.Writer) (err error) {
 	if err != nil {
 		return err
 	}
-	leader := leaderAddr(ctx, cli, eps)
+	view, err := etcdbalance.ClusterView(cli)
+	if err != nil {
+		return err
+	}
+	leader := view.Leader
 
 	var total int64
 	for _, e := range eps {
@@ -180,10 +185,15 @@ func example(ctx context.Context, o options, stdout io.Writer) (err error) {
 	return nil
 }
 
-// picksByMember reads the balancer's per-member pick counts: the reads
-// between two readings are the ones the members served.
+// picksByMember reads the balancer's per-member pick counts, less the
+// cluster view's Status probes: the reads between two readings are the
+// ones the members served.
 func picksByMember(cli *clientv3.Client) (map[string]int64, error) {
 	st, err := etcdbalance.Stats(cli)
+	if err != nil {
+		return nil, err
+	}
+	view, err := etcdbalance.ClusterView(cli)
 	if err != nil {
 		return nil, err
 	}
@@ -191,23 +201,10 @@ func picksByMember(cli *clientv3.Client) (map[string]int64, error) {
 	for _, s := range st {
 		m[s.Addr] = s.Picks
 	}
-	return m, nil
-}
-
-// leaderAddr asks each member for its status through the client's own
-// connection, pinned to that member with etcdbalance.WithMember, and
-// returns the one that leads; "" if none answers. (clientv3's
-// Maintenance.Status(ctx, endpoint) would dial a new connection per call.)
-func leaderAddr(ctx context.Context, cli *clientv3.Client, eps []string) string {
-	for _, e := range eps {
-		sctx, cancel := context.WithTimeout(etcdbalance.WithMember(ctx, e), 2*time.Second)
-		st, err := pb.NewMaintenanceClient(cli.ActiveConnection()).Status(sctx, &pb.StatusRequest{})
-		cancel()
-		if err == nil && st.Header.MemberId == st.Leader {
-			return trimScheme(e)
-		}
+	for _, v := range view.Members {
+		m[v.Addr] -= v.Probes
 	}
-	return ""
+	return m, nil
 }
 
 func trimScheme(e string) string {

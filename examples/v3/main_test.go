@@ -23,7 +23,7 @@ func TestPrintsOneShareLinePerMember(t *testing.T) {
 	if len(lines) != 3 {
 		t.Fatalf("want 3 member lines, got:\n%s", out.String())
 	}
-	var sum float64
+	var sum, leaderShare float64
 	leaders := 0
 	for _, l := range lines {
 		m := line.FindStringSubmatch(l)
@@ -34,10 +34,15 @@ func TestPrintsOneShareLinePerMember(t *testing.T) {
 		sum += v
 		if m[3] != "" {
 			leaders++
+			leaderShare = v
 		}
 	}
 	if sum < 0.99 || sum > 1.01 || leaders != 1 {
 		t.Fatalf("shares sum to %.3f with %d leaders:\n%s", sum, leaders, out.String())
+	}
+	// Reads go to the followers by default.
+	if leaderShare > 0.1 {
+		t.Errorf("the leader served %.1f%% of the reads, want ≤ 10%%:\n%s", 100*leaderShare, out.String())
 	}
 }
 

@@ -1,0 +1,346 @@
+package etcdbalance
+
+import (
+	"context"
+	"sync/atomic"
+	"time"
+
+	"github.com/etcdbalance/etcdbalance-go/picker"
+)
+
+// Tags the cluster view puts on members in the engine (picker.Tags). Stats
+// reports them in MemberStats.Tags; the routing rules in the package doc
+// say what each one keeps a member out of.
+const (
+	// TagLeader marks the member that the last probe round found leading,
+	// and that answered that round.
+	TagLeader picker.Tags = 1 << iota
+	// TagLearner marks a learner (a non-voting member). etcd learners
+	// refuse every RPC but Status, serializable Range and Snapshot.
+	TagLearner
+	// TagLagging marks a member whose applied index trailed the most
+	// advanced member's by more than the lag threshold in the last round.
+	TagLagging
+	// TagBehind marks a member that answered a serializable read with a
+	// revision below one the client had already seen (monotonic guard):
+	// for 100ms, doubling while it keeps doing so up to the probe
+	// interval, or until a probe shows that it has caught up.
+	TagBehind
+	// TagUnverified marks a member that has not yet answered a probe, so
+	// its role (learner or voter) is not known. It is set only while the
+	// view runs.
+	TagUnverified
+)
+
+// tagDown marks, in the engine, a member whose connection is not READY, so
+// that Pick never returns it. It belongs to the balancer; the view owns
+// the exported tags above.
+const tagDown picker.Tags = 1 << 31
+
+// viewTags are the bits the view owns.
+const viewTags = TagLeader | TagLearner | TagLagging | TagBehind | TagUnverified
+
+// Defaults of the cluster-aware routing, as documented on the options.
+const (
+	// DefaultViewInterval is how often the cluster view probes every
+	// member with Status. One Status per member per second is negligible
+	// load for etcd and bounds how long a leader change goes unnoticed.
+	DefaultViewInterval = time.Second
+	// DefaultViewJitter spreads each interval uniformly by ± this fraction,
+	// so that many clients started together do not probe in lockstep.
+	DefaultViewJitter = 0.2
+	// DefaultLagThreshold is how many raft entries a member's applied index
+	// may trail the most advanced member's before it is kept out of
+	// serializable reads. Healthy followers trail by a handful of entries,
+	// and a round's probes, sent together, are answered within
+	// milliseconds of each other: at 10,000 writes a second that skew is
+	// ~100 entries, well inside 1000. A member that has really fallen
+	// behind (cut off from its peers, overloaded, restoring a snapshot)
+	// crosses it long before etcd's own limits (5000 entries between
+	// commit and apply before it refuses requests; 5000 entries before the
+	// leader sends a snapshot instead of the log).
+	DefaultLagThreshold = 1000
+)
+
+// DefaultAvoidFactor is the AvoidFactor (picker.Config) that New and
+// DialOptions use unless WithAvoidFactor says otherwise: the leader takes
+// a read only when every eligible follower costs 16 times as much as it.
+//
+// The engine's own default, 2, lets the leader take far too many reads.
+// Cost is latency × (calls in flight + 1), so under steady load the leader
+// settles where a follower's cost is f times its own; with n followers and
+// a follower/leader latency ratio r, the leader's share of reads is then
+// about r / (f·n + r). On a 3-member cluster (n = 2), 16 reads in flight,
+// measured in TestSpread: f = 2 gave the leader 20% of serializable and 38%
+// of linearizable reads (r is larger there, since a follower's
+// linearizable read waits for a ReadIndex round trip to the leader); f = 4
+// gave 10% and 21%; f = 8 gave 0–6% and 2–15%; f = 16 gave 0–1% of
+// both. The leader still takes reads when the followers are really in
+// trouble: stalled (a black-holed follower's cost grows with the age of
+// its stall), far slower, or all ejected or down.
+const DefaultAvoidFactor = 16.0
+
+// routing is the cluster-aware part of a client's configuration. Every
+// rule can be switched off; the zero value switches all of them off, and
+// defaultRouting switches them on.
+type routing struct {
+	// viewInterval is the probe period of the cluster view; 0 = no view.
+	viewInterval time.Duration
+	// lagThreshold: members further behind get no serializable reads;
+	// 0 = off.
+	lagThreshold uint64
+	// leaderWrites: writes prefer the leader.
+	leaderWrites bool
+	// followerReads: reads avoid the leader (picker.Request.Avoid).
+	followerReads bool
+	// learnerReads: learners may serve serializable reads.
+	learnerReads bool
+	// monotonic: the monotonic-read guard.
+	monotonic bool
+}
+
+func defaultRouting() routing {
+	return routing{
+		viewInterval:  DefaultViewInterval,
+		lagThreshold:  DefaultLagThreshold,
+		leaderWrites:  true,
+		followerReads: true,
+		learnerReads:  true,
+		monotonic:     true,
+	}
+}
+
+// router is the shared routing state of one registered engine: the
+// settings, whether a view runs, and the monotonic guard's counters. The
+// grpcPicker reads it on every pick; it holds no lock.
+type router struct {
+	set    routing
+	engine *picker.Picker
+
+	// viewOn is set once a view has been asked for (New, Attach), before
+	// it has answered anything. From then on, members the balancer adds are
+	// TagUnverified until a probe answers.
+	viewOn atomic.Bool
+	// settled is set once a probe has found a voting member, or the first
+	// round has ended whatever it found. Until then, calls that a learner
+	// would refuse wait for the view rather than risk a member whose role
+	// is unknown.
+	settled atomic.Bool
+	// view is the running view, nil until one starts.
+	view atomic.Pointer[view]
+	// bal is the balancer attached to the engine, to republish its picker
+	// when calls are waiting for the view; nil while none is.
+	bal atomic.Pointer[etcdBalancer]
+
+	// The monotonic guard.
+	maxRev         atomic.Int64 // highest response revision seen
+	stale          atomic.Int64 // serializable reads answered below the floor
+	retryElsewhere atomic.Int64 // re-issued to another member
+	retryLeader    atomic.Int64 // re-issued to the leader
+	retryLinear    atomic.Int64 // re-issued as linearizable
+	unfixed        atomic.Int64 // still below the floor after every retry
+	// behindExpiry is the earliest end of a TagBehind hold, in Unix
+	// nanoseconds; 0 when no member is held.
+	behindExpiry atomic.Int64
+}
+
+// expiryAt lowers behindExpiry to t.
+func (rt *router) expiryAt(t time.Time) {
+	n := t.UnixNano()
+	for {
+		cur := rt.behindExpiry.Load()
+		if (cur != 0 && cur <= n) || rt.behindExpiry.CompareAndSwap(cur, n) {
+			return
+		}
+	}
+}
+
+// expireBehind ends the TagBehind holds that are due. It costs one atomic
+// load while none is.
+func (rt *router) expireBehind() {
+	exp := rt.behindExpiry.Load()
+	if exp == 0 {
+		return
+	}
+	if now := time.Now(); now.UnixNano() >= exp {
+		if v := rt.view.Load(); v != nil {
+			v.expireBehind(now)
+		}
+	}
+}
+
+func newRouter(set routing, eng *picker.Picker) *router {
+	return &router{set: set, engine: eng}
+}
+
+// settle records that calls need not wait for the view any more, and
+// wakes the ones that do.
+func (rt *router) settle() {
+	if rt.settled.CompareAndSwap(false, true) {
+		rt.kick()
+	}
+}
+
+// kick makes the attached balancer publish a new picker, so that calls
+// waiting for one (balancer.ErrNoSubConnAvailable) are picked again.
+func (rt *router) kick() {
+	if b := rt.bal.Load(); b != nil {
+		b.republish()
+	}
+}
+
+// observe raises the highest revision seen to rev.
+func (rt *router) observe(rev int64) {
+	for {
+		cur := rt.maxRev.Load()
+		if rev <= cur || rt.maxRev.CompareAndSwap(cur, rev) {
+			return
+		}
+	}
+}
+
+// Per-call routing overrides, carried in the context.
+type override uint8
+
+const (
+	overrideNone override = iota
+	overrideLeader
+	overrideAny
+)
+
+type overrideKey struct{}
+
+// overridesUsed spares every pick the context lookup until WithLeader or
+// WithAnyMember has been called once in the process.
+var overridesUsed atomic.Bool
+
+// WithLeader returns a context whose calls go to the leader, whatever
+// their kind: for reads that must not wait for a follower's ReadIndex round
+// trip, or for tools that want the leader's own answer. When no leader is
+// known (no cluster view, or the leader did not answer the last probe) or
+// its connection is down, the call is routed as usual. Learners are kept
+// out as usual.
+func WithLeader(ctx context.Context) context.Context {
+	overridesUsed.Store(true)
+	return context.WithValue(ctx, overrideKey{}, overrideLeader)
+}
+
+// WithAnyMember returns a context whose calls ignore the cluster-aware
+// preferences: no leader preference for writes, no leader avoidance for
+// reads, no exclusion of lagging or behind members; the plain load-aware
+// choice among the connected members. Learners are still kept out of the
+// calls they refuse (anything but Status, serializable Range and
+// Snapshot), since sending them there could only fail. The monotonic guard
+// still checks the answer.
+func WithAnyMember(ctx context.Context) context.Context {
+	overridesUsed.Store(true)
+	return context.WithValue(ctx, overrideKey{}, overrideAny)
+}
+
+func overrideOf(ctx context.Context) override {
+	if !overridesUsed.Load() || ctx == nil {
+		return overrideNone
+	}
+	o, _ := ctx.Value(overrideKey{}).(override)
+	return o
+}
+
+// readMark is put into the context of a serializable Range by the unary
+// interceptor: PickInfo carries the method, not the request, so this is
+// how the picker tells a serializable read from a linearizable one. The
+// picker writes the member it picked into addr, for the monotonic guard.
+// grpc picks in the calling goroutine, before the call returns, so the
+// interceptor reads addr after the invoker returns without a race.
+type readMark struct {
+	addr   string
+	leader bool // the guard's second retry: the leader only
+}
+
+type readKey struct{}
+
+func readMarkOf(ctx context.Context) *readMark {
+	if ctx == nil {
+		return nil
+	}
+	m, _ := ctx.Value(readKey{}).(*readMark)
+	return m
+}
+
+// probeKey marks the view's own Status calls, which the guard ignores:
+// the user never sees their answers.
+type probeKey struct{}
+
+func isProbe(ctx context.Context) bool { return ctx.Value(probeKey{}) != nil }
+
+// Methods learners serve besides serializable Range (etcd's
+// isRPCSupportedForLearner and its stream interceptor).
+const (
+	methodStatus   = "/etcdserverpb.Maintenance/Status"
+	methodSnapshot = "/etcdserverpb.Maintenance/Snapshot"
+)
+
+// pickRouted asks the engine for a member for one call, by the routing
+// rules (see the package doc), relaxing them step by step when no member
+// qualifies, so that a call waits only when no member that could serve it
+// is connected. Learners are never relaxed into what they refuse: such a
+// call waits for a voting member (within its deadline) instead, since a
+// learner would fail it. It allocates nothing. wait is true when the call
+// must wait for the view (balancer.ErrNoSubConnAvailable).
+func pickRouted(eng *picker.Picker, rt *router, class Class, kind picker.Kind, method string, mode override, mark *readMark) (t picker.Ticket, wait bool, err error) {
+	if rt == nil {
+		t, err = eng.Pick(picker.Request{Kind: kind, Exclude: tagDown})
+		return t, false, err
+	}
+	set := &rt.set
+	serial := mark != nil
+	learnerSafe := (serial && set.learnerReads) || method == methodStatus || method == methodSnapshot
+
+	req := picker.Request{Kind: kind}
+	switch {
+	case mode == overrideLeader || (mark != nil && mark.leader):
+		req.Prefer = TagLeader
+	case mode == overrideAny:
+	case class == Write && set.leaderWrites:
+		req.Prefer = TagLeader
+	case class == Read && set.followerReads:
+		req.Avoid = TagLeader
+	}
+
+	// The exclusion steps, strictest first; each drops some bits.
+	var fresh picker.Tags // bits that serializable reads want fresh members for
+	if serial && mode != overrideAny {
+		if set.lagThreshold > 0 {
+			fresh |= TagLagging
+		}
+		if set.monotonic {
+			fresh |= TagBehind
+		}
+	}
+	var learner picker.Tags
+	if !learnerSafe {
+		learner = TagLearner
+	}
+	steps := [...]picker.Tags{
+		tagDown | TagUnverified | learner | fresh,
+		tagDown | learner | fresh, // members not probed yet
+		tagDown | learner,         // stale answers beat none (the guard re-checks them)
+	}
+	prev := picker.Tags(1<<32 - 1)
+	for i, ex := range steps {
+		if ex == prev {
+			continue
+		}
+		prev = ex
+		if i == 1 && learner != 0 && rt.viewOn.Load() && !rt.settled.Load() {
+			// No member is known to be a voter yet: wait for the view
+			// rather than risk sending a learner what it refuses.
+			return picker.Ticket{}, true, picker.ErrNoEligible
+		}
+		req.Exclude = ex
+		t, err = eng.Pick(req)
+		if err != picker.ErrNoEligible {
+			return t, false, err
+		}
+	}
+	return t, false, err
+}

@@ -1,0 +1,273 @@
+package etcdbalance
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"google.golang.org/grpc/balancer"
+
+	"github.com/etcdbalance/etcdbalance-go/picker"
+)
+
+const (
+	mRange      = "/etcdserverpb.KV/Range"
+	mPut        = "/etcdserverpb.KV/Put"
+	mWatch      = "/etcdserverpb.Watch/Watch"
+	mMemberList = "/etcdserverpb.Cluster/MemberList"
+)
+
+// routedPicker is a grpcPicker over a (leader), b and c (followers) and d
+// (a learner), all READY, with the routing rules of set and a view that
+// has settled. The policy is least-outstanding: with one call at a time,
+// every member ties and the choice is uniform among the eligible ones,
+// whatever the nanosecond latencies of a fake call.
+func routedPicker(t *testing.T, set routing) *grpcPicker {
+	t.Helper()
+	p, _ := testPickerWith(t, picker.Config{Policy: picker.LeastOutstanding}, []string{"a", "b", "c", "d"}, "a", "b", "c", "d")
+	p.rt = newRouter(set, p.engine)
+	p.rt.viewOn.Store(true)
+	p.rt.settled.Store(true)
+	tag(t, p, "a", TagLeader)
+	tag(t, p, "d", TagLearner)
+	return p
+}
+
+// tag replaces the view tags of addr.
+func tag(t *testing.T, p *grpcPicker, addr string, tags picker.Tags) {
+	t.Helper()
+	if err := p.engine.UpdateTags(addr, tags, viewTags&^tags); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// serial returns a context marked as the unary interceptor marks a
+// serializable Range.
+func serial(ctx context.Context) context.Context {
+	return context.WithValue(ctx, readKey{}, &readMark{})
+}
+
+// route makes n picks of method with ctx, one at a time, and returns how
+// many went to each member; a pick that must wait counts under "wait".
+func route(t *testing.T, p *grpcPicker, method string, ctx context.Context, n int) map[string]int {
+	t.Helper()
+	got := map[string]int{}
+	for range n {
+		res, err := p.Pick(balancer.PickInfo{FullMethodName: method, Ctx: ctx})
+		if err == balancer.ErrNoSubConnAvailable {
+			got["wait"]++
+			continue
+		}
+		if err != nil {
+			t.Fatalf("Pick(%s): %v", method, err)
+		}
+		var addr string
+		for _, s := range p.engine.Snapshot() {
+			if s.InFlight+s.Streams > 0 {
+				addr = s.Addr
+			}
+		}
+		got[addr]++
+		res.Done(balancer.DoneInfo{BytesSent: true, BytesReceived: true})
+	}
+	return got
+}
+
+// only reports whether got has picks on exactly the members in want.
+func only(got map[string]int, want ...string) bool {
+	n := 0
+	for _, w := range want {
+		if got[w] == 0 {
+			return false
+		}
+		n += got[w]
+	}
+	total := 0
+	for _, v := range got {
+		total += v
+	}
+	return n == total
+}
+
+// TestRoutingRules checks the table in the package doc, one rule at a
+// time, on a picker whose tags are set by hand (no cluster).
+func TestRoutingRules(t *testing.T) {
+	ctx := context.Background()
+	const n = 300
+	check := func(name string, got map[string]int, want ...string) {
+		t.Helper()
+		if !only(got, want...) {
+			t.Errorf("%s: picks %v, want every one of %v and nothing else", name, got, want)
+		}
+	}
+
+	p := routedPicker(t, defaultRouting())
+	check("writes", route(t, p, mPut, ctx, n), "a")
+	check("linearizable reads", route(t, p, mRange, ctx, n), "b", "c")
+	check("serializable reads", route(t, p, mRange, serial(ctx), n), "b", "c", "d")
+	check("watches", route(t, p, mWatch, ctx, n), "a", "b", "c")
+	check("member list", route(t, p, mMemberList, ctx, n), "a", "b", "c")
+	check("status", route(t, p, methodStatus, ctx, n), "a", "b", "c", "d")
+	check("snapshot", route(t, p, methodSnapshot, ctx, n), "a", "b", "c", "d")
+	check("WithLeader reads", route(t, p, mRange, WithLeader(serial(ctx)), n), "a")
+	check("WithAnyMember linearizable reads", route(t, p, mRange, WithAnyMember(ctx), n), "a", "b", "c")
+	check("WithAnyMember writes", route(t, p, mPut, WithAnyMember(ctx), n), "a", "b", "c")
+
+	// Lagging and behind members get no serializable reads, but other
+	// calls; WithAnyMember ignores both.
+	tag(t, p, "b", TagLagging)
+	tag(t, p, "d", TagLearner|TagBehind)
+	check("serializable reads, b lagging, d behind", route(t, p, mRange, serial(ctx), n), "c")
+	check("linearizable reads, b lagging", route(t, p, mRange, ctx, n), "b", "c")
+	check("WithAnyMember serializable reads", route(t, p, mRange, WithAnyMember(serial(ctx)), n), "a", "b", "c", "d")
+	tag(t, p, "c", TagLagging)
+	check("serializable reads, every follower stale", route(t, p, mRange, serial(ctx), n), "a")
+	tag(t, p, "a", TagLeader|TagLagging)
+	check("serializable reads, everyone stale", route(t, p, mRange, serial(ctx), n), "b", "c", "d")
+	tag(t, p, "a", TagLeader)
+	tag(t, p, "b", 0)
+	tag(t, p, "c", 0)
+	tag(t, p, "d", TagLearner)
+
+	// The leader down: writes go to a follower, never to the learner.
+	_ = p.engine.UpdateTags("a", tagDown, 0)
+	check("writes, leader down", route(t, p, mPut, ctx, n), "b", "c")
+	check("WithLeader, leader down", route(t, p, mRange, WithLeader(ctx), n), "b", "c")
+	// Only the learner up: writes wait for a voter rather than fail on it.
+	_ = p.engine.UpdateTags("b", tagDown, 0)
+	_ = p.engine.UpdateTags("c", tagDown, 0)
+	check("writes, only the learner up", route(t, p, mPut, ctx, n), "wait")
+	check("serializable reads, only the learner up", route(t, p, mRange, serial(ctx), n), "d")
+	_ = p.engine.UpdateTags("a", 0, tagDown)
+	_ = p.engine.UpdateTags("b", 0, tagDown)
+	_ = p.engine.UpdateTags("c", 0, tagDown)
+
+	// Every rule switched off.
+	set := defaultRouting()
+	set.leaderWrites, set.followerReads, set.learnerReads = false, false, false
+	p = routedPicker(t, set)
+	check("writes, leader writes off", route(t, p, mPut, ctx, n), "a", "b", "c")
+	check("reads, follower reads off", route(t, p, mRange, ctx, n), "a", "b", "c")
+	check("serializable reads, learner reads off", route(t, p, mRange, serial(ctx), n), "a", "b", "c")
+	set = defaultRouting()
+	set.lagThreshold, set.monotonic = 0, false
+	p = routedPicker(t, set)
+	tag(t, p, "b", TagLagging|TagBehind)
+	check("serializable reads, lag and guard off", route(t, p, mRange, serial(ctx), n), "b", "c", "d")
+
+	// Without a router (an engine of the balancer's own): load alone.
+	p, _ = testPickerWith(t, picker.Config{Policy: picker.LeastOutstanding}, []string{"a", "b", "c"}, "a", "b", "c")
+	_ = p.engine.UpdateTags("a", TagLeader, 0)
+	check("no router", route(t, p, mRange, ctx, n), "a", "b", "c")
+}
+
+// TestRoutingWaitsForTheView: while the view runs but no member is known
+// to be a voter, calls that a learner refuses wait for it; calls that a
+// learner serves do not. Once the view settles, they go.
+func TestRoutingWaitsForTheView(t *testing.T) {
+	ctx := context.Background()
+	p := routedPicker(t, defaultRouting())
+	for _, a := range []string{"a", "b", "c", "d"} {
+		tag(t, p, a, TagUnverified)
+	}
+	p.rt.settled.Store(false)
+	if got := route(t, p, mPut, ctx, 10); got["wait"] != 10 {
+		t.Errorf("writes before any member is verified: %v, want all to wait", got)
+	}
+	if got := route(t, p, mRange, serial(ctx), 50); got["wait"] != 0 {
+		t.Errorf("serializable reads before any member is verified: %v, want none to wait", got)
+	}
+	if got := route(t, p, methodStatus, ctx, 50); got["wait"] != 0 {
+		t.Errorf("Status before any member is verified: %v, want none to wait", got)
+	}
+	// One voter verified: writes go there.
+	tag(t, p, "b", 0)
+	if got := route(t, p, mPut, ctx, 50); !only(got, "b") {
+		t.Errorf("writes with only b verified: %v, want all on b", got)
+	}
+	// Settled with nothing verified (every probe failed): fail open.
+	tag(t, p, "b", TagUnverified)
+	p.rt.settled.Store(true)
+	if got := route(t, p, mPut, ctx, 200); got["wait"] != 0 || len(got) < 3 {
+		t.Errorf("writes after the first round found nothing: %v, want them spread", got)
+	}
+}
+
+// TestBehindHold: a member that answers below the floor is held out of
+// guarded reads for behindHold, then tried again; held longer if still
+// behind; and released at once by a probe that shows it caught up.
+func TestBehindHold(t *testing.T) {
+	p := routedPicker(t, defaultRouting())
+	v := &view{rt: p.rt, engine: p.engine, interval: time.Second, members: map[string]*memberState{}}
+	for _, a := range []string{"a", "b", "c", "d"} {
+		v.members[a] = &memberState{verified: true}
+	}
+	p.rt.view.Store(v)
+	behind := func() bool {
+		for _, s := range p.engine.Snapshot() {
+			if s.Addr == "b" {
+				return s.Tags&TagBehind != 0
+			}
+		}
+		return false
+	}
+	v.markBehind("b", 100)
+	if !behind() || v.members["b"].hold != behindHold {
+		t.Fatalf("after a stale answer: behind %v, hold %v", behind(), v.members["b"].hold)
+	}
+	p.rt.expireBehind()
+	if !behind() {
+		t.Fatal("the hold ended at once")
+	}
+	v.expireBehind(time.Now().Add(behindHold))
+	if behind() || p.rt.behindExpiry.Load() != 0 {
+		t.Fatal("the hold did not end")
+	}
+	v.markBehind("b", 120)
+	if h := v.members["b"].hold; h != 2*behindHold {
+		t.Errorf("second hold %v, want %v", h, 2*behindHold)
+	}
+	for range 10 {
+		v.expireBehind(time.Now().Add(time.Hour))
+		v.markBehind("b", 130)
+	}
+	if h := v.members["b"].hold; h != time.Second {
+		t.Errorf("hold grew to %v, want the probe interval", h)
+	}
+	// A round without b's answer changes nothing; one that shows b at 130
+	// releases it, and its next hold starts short again.
+	v.apply(p.engine.Snapshot(), nil)
+	if !behind() {
+		t.Fatal("a round without answers released b")
+	}
+	ok := &pb.StatusResponse{Header: &pb.ResponseHeader{MemberId: 2, Revision: 130}, RaftTerm: 2, Leader: 1}
+	v.apply(p.engine.Snapshot(), []probeResult{{addr: "b", resp: ok}})
+	if behind() || v.members["b"].hold != 0 {
+		t.Fatalf("caught up: behind %v, hold %v", behind(), v.members["b"].hold)
+	}
+}
+
+// TestRoutedPickAllocs: routing adds no allocation to a pick.
+func TestRoutedPickAllocs(t *testing.T) {
+	p := routedPicker(t, defaultRouting())
+	ctx, cancel := context.WithTimeout(serial(context.Background()), time.Hour)
+	defer cancel()
+	for _, method := range []string{mRange, mPut} {
+		info := balancer.PickInfo{FullMethodName: method, Ctx: ctx}
+		done := balancer.DoneInfo{BytesSent: true, BytesReceived: true}
+		pick := func() {
+			res, err := p.Pick(info)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.Done(done)
+		}
+		for range 100 {
+			pick()
+		}
+		if n := testing.AllocsPerRun(1000, pick); n != 0 {
+			t.Errorf("%s: Pick+Done allocates %v times per call", method, n)
+		}
+	}
+}

@@ -1,0 +1,589 @@
+package etcdbalance
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
+
+	"github.com/etcdbalance/etcdbalance-go/picker"
+)
+
+// view is the cluster view of one engine: who leads, who is a learner, how
+// far each member has applied. A goroutine probes every member with Status
+// on the client's own connection, pinned to the member with WithMember,
+// once per interval (± DefaultViewJitter), and turns the answers into the
+// engine's tags. It holds no reference to the connection: the connection
+// lives on the goroutine's stack, so that a DialOptions handle can still be
+// collected once its connection is closed.
+type view struct {
+	rt       *router
+	engine   *picker.Picker
+	interval time.Duration
+	timeout  time.Duration // per probe
+	done     chan struct{} // closed when the goroutine has returned
+
+	rounds atomic.Int64
+
+	mu       sync.Mutex // guards what follows
+	stopped  bool       // the goroutine has returned; tag nothing more
+	members  map[string]*memberState
+	leader   string // address; "" when unknown
+	leaderID uint64
+	term     uint64
+	updated  time.Time
+}
+
+// memberState is what the view knows of one member.
+type memberState struct {
+	verified bool // answered a probe at least once
+	id       uint64
+	learner  bool
+	leaderID uint64 // the leader it reported
+	term     uint64
+	applied  uint64
+	commit   uint64
+	rev      int64
+	lag      uint64
+	lagging  bool
+	// needRev > 0: the member answered a read below this revision (the
+	// monotonic guard's floor); it is TagBehind until a probe shows it has
+	// reached it, or until behindUntil, whichever comes first.
+	needRev     int64
+	behindUntil time.Time
+	// hold is how long the last TagBehind was to last; it doubles while
+	// the member keeps answering below the floor, and starts again from
+	// behindHold once a probe shows it has caught up with lastNeed.
+	hold     time.Duration
+	lastNeed int64
+	probes   int64
+	failures int64
+	lastErr  string
+}
+
+// probeTimeoutFloor bounds how short a probe's deadline may be: a short
+// interval must not make a busy member look dead.
+const probeTimeoutFloor = time.Second
+
+// startView starts the view of e for cli, running until ctx ends (the
+// client's context for New; Attach's own for Attach). It returns the view,
+// or nil if one runs already.
+func startView(ctx context.Context, cli *clientv3.Client, e *entry) *view {
+	rt := e.rt
+	v := &view{
+		rt:       rt,
+		engine:   e.engine,
+		interval: rt.set.viewInterval,
+		timeout:  max(rt.set.viewInterval, probeTimeoutFloor),
+		done:     make(chan struct{}),
+		members:  map[string]*memberState{},
+	}
+	if !rt.view.CompareAndSwap(nil, v) {
+		return nil
+	}
+	if !rt.viewOn.Swap(true) {
+		// Attach on a client that has run without a view: nothing is known
+		// of its members yet, so calls a learner refuses wait for the first
+		// answer again. (New sets viewOn before dialling, and the balancer
+		// marks the members as they come.)
+		rt.settled.Store(false)
+		for _, a := range e.engine.Endpoints() {
+			_ = e.engine.UpdateTags(a, TagUnverified, 0)
+		}
+	}
+	conn := cli.ActiveConnection()
+	go v.run(ctx, conn)
+	return v
+}
+
+func (v *view) run(ctx context.Context, conn *grpc.ClientConn) {
+	defer v.stop()
+	mc := pb.NewMaintenanceClient(conn)
+	for {
+		v.round(ctx, mc)
+		if ctx.Err() != nil {
+			return
+		}
+		t := time.NewTimer(v.jittered())
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// stop ends the view: its tags come off the engine, so that a client
+// whose view was stopped (Attach's stop func) routes by load alone again
+// instead of by a frozen picture, and a later Attach may start a new view.
+func (v *view) stop() {
+	v.rt.viewOn.Store(false)
+	v.mu.Lock()
+	v.stopped = true
+	for _, a := range v.engine.Endpoints() {
+		_ = v.engine.UpdateTags(a, 0, viewTags)
+	}
+	v.mu.Unlock()
+	v.rt.view.CompareAndSwap(v, nil)
+	close(v.done)
+}
+
+func (v *view) jittered() time.Duration {
+	return time.Duration(float64(v.interval) * (1 + DefaultViewJitter*(2*rand.Float64()-1)))
+}
+
+// probeResult is one member's answer to one probe.
+type probeResult struct {
+	addr string
+	resp *pb.StatusResponse
+	err  error
+}
+
+// round probes every member the client knows, in parallel, and applies the
+// answers. Members whose connection is down and whose role is known are
+// skipped (a pinned call would only wait for the connection); members not
+// verified yet are probed even while connecting, which is what happens at
+// start.
+func (v *view) round(ctx context.Context, mc pb.MaintenanceClient) {
+	snap := v.engine.Snapshot()
+	v.mu.Lock()
+	var targets []string
+	for _, s := range snap {
+		m := v.members[s.Addr]
+		if s.Tags&tagDown != 0 && m != nil && m.verified {
+			continue
+		}
+		if m == nil {
+			m = &memberState{}
+			v.members[s.Addr] = m
+		}
+		m.probes++
+		targets = append(targets, s.Addr)
+	}
+	v.mu.Unlock()
+
+	results := make([]probeResult, len(targets))
+	var wg sync.WaitGroup
+	for i, addr := range targets {
+		wg.Go(func() {
+			pctx, cancel := context.WithTimeout(WithMember(context.WithValue(ctx, probeKey{}, true), addr), v.timeout)
+			defer cancel()
+			resp, err := mc.Status(pctx, &pb.StatusRequest{})
+			results[i] = probeResult{addr: addr, resp: resp, err: err}
+			if err == nil && !resp.IsLearner {
+				// A voter is known: calls waiting for the view may go.
+				v.rt.settle()
+			}
+		})
+	}
+	wg.Wait()
+	if ctx.Err() != nil {
+		return
+	}
+	v.apply(snap, results)
+	v.rounds.Add(1)
+	v.rt.settle() // whatever the first round found, nobody waits after it
+}
+
+// apply turns one round's answers into the view and the engine's tags.
+//
+// The leader is the member that answered this round and reported itself
+// as leader, at the highest term among such claims: a deposed leader that
+// has not noticed yet claims an older term. A claim is dropped when
+// another answer names a different leader at a newer term (the real
+// leader did not answer us). Members' terms alone decide nothing: a member
+// cut off from its peers may have raised its term (without pre-vote) and
+// knows no leader. A leader the client cannot reach is no leader for
+// routing. Lag is measured against the most advanced answer, not the
+// leader's, so that it is defined with no leader too. A member that did
+// not answer keeps what was known of it.
+func (v *view) apply(snap []picker.EndpointStats, results []probeResult) {
+	var maxApplied, maxTerm, leaderID, leaderTerm uint64
+	for _, r := range results {
+		if r.err != nil {
+			continue
+		}
+		s := r.resp
+		maxApplied = max(maxApplied, s.RaftAppliedIndex)
+		maxTerm = max(maxTerm, s.RaftTerm)
+		if id := s.GetHeader().GetMemberId(); s.Leader == id && id != 0 && !s.IsLearner && s.RaftTerm >= leaderTerm {
+			leaderID, leaderTerm = id, s.RaftTerm
+		}
+	}
+	for _, r := range results {
+		if r.err == nil && r.resp.RaftTerm > leaderTerm && r.resp.Leader != 0 && r.resp.Leader != leaderID {
+			leaderID = 0
+		}
+	}
+
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.stopped {
+		return
+	}
+	leader := ""
+	for _, r := range results {
+		m := v.members[r.addr]
+		if r.err != nil {
+			m.failures++
+			m.lastErr = r.err.Error()
+			continue
+		}
+		s := r.resp
+		m.verified, m.lastErr = true, ""
+		m.id = s.GetHeader().GetMemberId()
+		m.learner, m.leaderID, m.term = s.IsLearner, s.Leader, s.RaftTerm
+		m.applied, m.commit, m.rev = s.RaftAppliedIndex, s.RaftIndex, s.GetHeader().GetRevision()
+		m.lag = maxApplied - min(maxApplied, m.applied)
+		m.lagging = v.rt.set.lagThreshold > 0 && m.lag > v.rt.set.lagThreshold
+		if m.needRev > 0 && m.rev >= m.needRev {
+			m.needRev = 0
+		}
+		if m.rev >= m.lastNeed {
+			m.hold = 0
+		}
+		if leaderID != 0 && m.id == leaderID {
+			leader = r.addr
+		}
+	}
+	v.leader, v.leaderID, v.term, v.updated = leader, leaderID, maxTerm, time.Now()
+	if leader == "" {
+		v.leaderID = 0
+	}
+
+	// Forget members the client no longer has; tag the others.
+	have := make(map[string]bool, len(snap))
+	for _, s := range snap {
+		have[s.Addr] = true
+	}
+	for a, m := range v.members {
+		if !have[a] {
+			delete(v.members, a)
+			continue
+		}
+		v.tagLocked(a, m)
+	}
+}
+
+// tagLocked sets the engine's view tags of one member from m.
+func (v *view) tagLocked(addr string, m *memberState) {
+	var set picker.Tags
+	if addr == v.leader {
+		set |= TagLeader
+	}
+	if m.learner {
+		set |= TagLearner
+	}
+	if m.lagging {
+		set |= TagLagging
+	}
+	if m.needRev > 0 {
+		set |= TagBehind
+	}
+	if !m.verified {
+		set |= TagUnverified
+	}
+	_ = v.engine.UpdateTags(addr, set, viewTags&^set)
+}
+
+// behindHold is how long a member that answered a read below the floor
+// is first kept out of guarded reads. A healthy follower trails the
+// leader by a few milliseconds of applying, so it answers below the floor
+// whenever the client has just seen a newer revision elsewhere; it must not
+// lose its reads for a whole probe interval for that. A member that is
+// still behind when the hold ends is held twice as long the next time, up
+// to the probe interval, after which the probes keep it out until it has
+// caught up.
+const behindHold = 100 * time.Millisecond
+
+// markBehind records that addr answered a read below floor: it gets no
+// guarded serializable read until a probe shows it at floor or beyond, or
+// its hold ends.
+func (v *view) markBehind(addr string, floor int64) {
+	if addr == "" {
+		return
+	}
+	now := time.Now()
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	m := v.members[addr]
+	if m == nil || v.stopped {
+		return // not a member any more, or no view to clear the tag
+	}
+	if m.needRev == 0 {
+		m.hold = min(max(2*m.hold, behindHold), max(v.interval, behindHold))
+		m.behindUntil = now.Add(m.hold)
+		v.rt.expiryAt(m.behindUntil)
+	}
+	m.needRev = max(m.needRev, floor)
+	m.lastNeed = max(m.lastNeed, floor)
+	v.tagLocked(addr, m)
+}
+
+// expireBehind lifts the TagBehind holds that have ended, so that those
+// members are tried again (and held longer if still behind).
+func (v *view) expireBehind(now time.Time) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.stopped {
+		return
+	}
+	var next time.Time
+	for a, m := range v.members {
+		if m.needRev == 0 {
+			continue
+		}
+		if !now.Before(m.behindUntil) {
+			m.needRev = 0
+			v.tagLocked(a, m)
+		} else if next.IsZero() || m.behindUntil.Before(next) {
+			next = m.behindUntil
+		}
+	}
+	v.rt.behindExpiry.Store(0)
+	if !next.IsZero() {
+		v.rt.expiryAt(next)
+	}
+}
+
+// leaderKnown reports whether the last round found a leader.
+func (v *view) leaderKnown() bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.leader != ""
+}
+
+// View is a client's cluster view and monotonic-guard counters, as
+// returned by ClusterView.
+type View struct {
+	// Running reports whether a view runs for the client (New starts one
+	// unless WithClusterView(-1); DialOptions clients need Attach).
+	Running bool
+	// Interval is the probe period (each one spread by ± DefaultViewJitter).
+	Interval time.Duration
+	// Rounds counts completed probe rounds. A round probes every member
+	// whose connection is up (or whose role is not known yet) once.
+	Rounds int64
+	// Updated is when the last round completed; zero before the first.
+	Updated time.Time
+	// Leader is the leader's address as the client knows it
+	// ("127.0.0.1:2379"), "" when the last round found none that answered;
+	// LeaderID its member ID; Term the highest raft term reported.
+	Leader   string
+	LeaderID uint64
+	Term     uint64
+	// Members lists what the view knows of each member, by address.
+	Members []MemberView
+	// Guard counts the monotonic guard's work.
+	Guard GuardStats
+}
+
+// MemberView is what the cluster view knows of one member, as of the last
+// round it answered.
+type MemberView struct {
+	Addr string
+	// Verified is false until the member has answered a probe; until then
+	// it gets nothing that a learner would refuse (while some voter is
+	// known).
+	Verified bool
+	ID       uint64
+	Leader   bool // leads, and answered the last round
+	Learner  bool
+	// LeaderID is the leader the member reported, 0 for none; Term its
+	// raft term.
+	LeaderID uint64
+	Term     uint64
+	// AppliedIndex and CommittedIndex are the member's raft indexes;
+	// Revision its store revision.
+	AppliedIndex   uint64
+	CommittedIndex uint64
+	Revision       int64
+	// Lag is how many entries AppliedIndex trailed the most advanced
+	// member's in the round; Lagging is true when that exceeded the lag
+	// threshold, which keeps the member out of serializable reads.
+	Lag     uint64
+	Lagging bool
+	// Behind is true while the member is known to be below a revision the
+	// client has seen (TagBehind).
+	Behind bool
+	// Probes counts Status probes sent to the member (counted when sent);
+	// ProbeFailures those that failed; LastError the last failure, "" after
+	// an answer.
+	Probes        int64
+	ProbeFailures int64
+	LastError     string
+}
+
+// GuardStats counts the monotonic guard's work for one client.
+type GuardStats struct {
+	// On reports whether the guard is on (WithMonotonicReads).
+	On bool
+	// Revision is the highest response revision the client has seen.
+	Revision int64
+	// Stale counts serializable reads answered below the revision the
+	// client had seen when they started; each was re-issued.
+	Stale int64
+	// RetriedElsewhere, RetriedOnLeader and RetriedLinearizable count the
+	// re-issues: to another member, to the leader, as a linearizable read.
+	RetriedElsewhere, RetriedOnLeader, RetriedLinearizable int64
+	// Unfixed counts reads still below after the linearizable retry, which
+	// only a change of cluster under the client can cause; they are
+	// returned as they are.
+	Unfixed int64
+}
+
+// ClusterView returns the cluster view of a client made by New, or by
+// clientv3.New with DialOptions (after Attach for the view; the guard
+// counters are there either way). Errors as for Stats.
+func ClusterView(cli *clientv3.Client) (View, error) {
+	e, err := entryOf(cli)
+	if err != nil {
+		return View{}, err
+	}
+	rt := e.rt
+	out := View{Guard: GuardStats{
+		On:                  rt.set.monotonic,
+		Revision:            rt.maxRev.Load(),
+		Stale:               rt.stale.Load(),
+		RetriedElsewhere:    rt.retryElsewhere.Load(),
+		RetriedOnLeader:     rt.retryLeader.Load(),
+		RetriedLinearizable: rt.retryLinear.Load(),
+		Unfixed:             rt.unfixed.Load(),
+	}}
+	v := rt.view.Load()
+	if v == nil {
+		return out, nil
+	}
+	out.Running = true
+	select {
+	case <-v.done:
+		out.Running = false
+	default:
+	}
+	out.Interval = v.interval
+	out.Rounds = v.rounds.Load()
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	out.Updated, out.Leader, out.LeaderID, out.Term = v.updated, v.leader, v.leaderID, v.term
+	for a, m := range v.members {
+		out.Members = append(out.Members, MemberView{
+			Addr: a, Verified: m.verified, ID: m.id,
+			Leader: a == v.leader, Learner: m.learner,
+			LeaderID: m.leaderID, Term: m.term,
+			AppliedIndex: m.applied, CommittedIndex: m.commit, Revision: m.rev,
+			Lag: m.lag, Lagging: m.lagging, Behind: m.needRev > 0,
+			Probes: m.probes, ProbeFailures: m.failures, LastError: m.lastErr,
+		})
+	}
+	slices.SortFunc(out.Members, func(a, b MemberView) int { return cmp.Compare(a.Addr, b.Addr) })
+	return out, nil
+}
+
+// entryOf finds the registry entry of a balanced client.
+func entryOf(cli *clientv3.Client) (*entry, error) {
+	if cli == nil {
+		return nil, ErrNotBalanced
+	}
+	if cli.Ctx().Err() != nil {
+		return nil, ErrClientClosed
+	}
+	e := reg.lookup(cli)
+	if e == nil {
+		return nil, ErrNotBalanced
+	}
+	return e, nil
+}
+
+// attachWait bounds how long Attach waits for a client's balancer to come
+// up: clientv3.New returns before the channel has resolved its endpoints.
+const attachWait = 10 * time.Second
+
+// awaitEntry finds the registry entry of cli, waiting for its channel to
+// set up its balancer if need be (3.7 clients start idle). A channel that
+// is READY without an entry does not use this package's balancer: it would
+// have attached its engine before any connection was up.
+func awaitEntry(cli *clientv3.Client) (*entry, error) {
+	conn := cli.ActiveConnection()
+	conn.Connect()
+	deadline := time.Now().Add(attachWait)
+	for {
+		ready := conn.GetState() == connectivity.Ready
+		if e := reg.lookup(cli); e != nil {
+			return e, nil
+		}
+		switch {
+		case cli.Ctx().Err() != nil:
+			return nil, ErrClientClosed
+		case ready || time.Now().After(deadline):
+			return nil, ErrNotBalanced
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// ErrViewOff is returned by Attach for a client whose options switched the
+// cluster view off (WithClusterView with a negative interval).
+var ErrViewOff = errors.New("etcdbalance: the cluster view is switched off for this client")
+
+// Attach starts the cluster view of a client built by clientv3.New with
+// DialOptions, which cannot start it by itself (the options exist before
+// the client):
+//
+//	cfg.DialOptions = append(cfg.DialOptions, etcdbalance.DialOptions()...)
+//	cli, err := clientv3.New(cfg)
+//	...
+//	stop, err := etcdbalance.Attach(cli)
+//
+// From then on the client routes as one made by New: writes to the
+// leader, reads to followers, learners and lagging members kept safe.
+// The view stops when the client is closed, or when stop is called (stop
+// waits for the probe goroutine to return; calling it again does nothing).
+// Clients made by New have a view already: for them, and for a second
+// Attach, stop does nothing.
+//
+// Attach waits, up to 10 s, for the client's connection to set up its
+// balancer. It returns ErrNotBalanced for a client that does not use
+// DialOptions (once its connection is READY, or after those 10 s),
+// ErrClientClosed for a closed one, and ErrViewOff if the options switched
+// the view off.
+func Attach(cli *clientv3.Client) (stop func(), err error) {
+	if cli == nil {
+		return nil, ErrNotBalanced
+	}
+	if cli.Ctx().Err() != nil {
+		return nil, ErrClientClosed
+	}
+	e, err := awaitEntry(cli)
+	if err != nil {
+		return nil, err
+	}
+	if cli.Ctx().Err() != nil {
+		return nil, ErrClientClosed
+	}
+	if e.rt.set.viewInterval <= 0 {
+		return nil, ErrViewOff
+	}
+	ctx, cancel := context.WithCancel(cli.Ctx())
+	v := startView(ctx, cli, e)
+	if v == nil {
+		cancel()
+		return func() {}, nil
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			cancel()
+			<-v.done
+		})
+	}, nil
+}
