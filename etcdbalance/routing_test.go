@@ -217,6 +217,14 @@ func TestClusterRouting(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer dcli.Close()
+		// clientv3 3.7 dials with grpc.NewClient: the channel, and so the
+		// balancer, only exist after the first call.
+		gctx, gcancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err = dcli.Get(gctx, "attach-warmup")
+		gcancel()
+		if err != nil {
+			t.Fatal(err)
+		}
 		if v := viewOf(t, dcli); v.Running {
 			t.Fatalf("a DialOptions client has a view before Attach: %+v", v)
 		}

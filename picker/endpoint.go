@@ -23,6 +23,7 @@ type endpoint struct {
 	ejectedUntil int64  // 0 = not ejected; else when the probe may go
 	ejections    int64  // ejections in a row, for the backoff
 	lastEjectEnd int64  // when the last ejection ended, to reset the backoff
+	lastFail     int64  // when the last blamed failure came back
 	tags         uint32 // caller-defined Tags
 	probing      int32  // 1 while the single probe after an ejection is out
 

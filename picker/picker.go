@@ -469,6 +469,7 @@ func (p *Picker) succeed(e *endpoint, now int64, probe bool) {
 
 func (p *Picker) fail(e *endpoint, now int64, probe bool) {
 	atomic.AddInt64(&e.failures, 1)
+	atomic.StoreInt64(&e.lastFail, now)
 	c := atomic.AddInt64(&e.consecFail, 1)
 	if probe {
 		p.eject(e, now)

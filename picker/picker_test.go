@@ -648,7 +648,8 @@ func TestPeakStep(t *testing.T) {
 }
 
 func TestStreamsAvoidAMemberThatJustFailed(t *testing.T) {
-	p := mustNew(t, Config{Clock: newFakeClock(), Rand: NewSource(22)}, "a", "b", "c")
+	clk := newFakeClock()
+	p := mustNew(t, Config{Clock: clk, Rand: NewSource(22)}, "a", "b", "c")
 	tk, _ := p.PickAddr("a", Stream)
 	p.Done(tk, Outcome{Result: Failed}) // a cut its stream off
 	var held []Ticket
@@ -665,7 +666,25 @@ func TestStreamsAvoidAMemberThatJustFailed(t *testing.T) {
 	if tk.Addr() != "a" {
 		t.Fatalf("recovered member with no streams not chosen: %s", tk.Addr())
 	}
-	for _, h := range append(held, tk) {
+	held = append(held, tk)
+	// A client that only opens streams returns to the member once the
+	// failure is old, although no success has cleared it.
+	tk, _ = p.PickAddr("b", Stream)
+	p.Done(tk, Outcome{Result: Failed})
+	tk, _ = p.Pick(Request{Kind: Stream})
+	if tk.Addr() == "b" {
+		t.Fatal("b just failed")
+	}
+	held = append(held, tk)
+	clk.Advance(DefaultEjectBase)
+	for i := 0; i < 30; i++ {
+		tk, _ = p.Pick(Request{Kind: Stream})
+		held = append(held, tk)
+	}
+	if s := statsOf(t, p, "b"); s.Streams < 9 {
+		t.Fatalf("b got %d streams after its failure aged, want its share", s.Streams)
+	}
+	for _, h := range held {
 		p.Done(h, Outcome{})
 	}
 }

@@ -10,12 +10,12 @@ func (p *Picker) choose(st *state, mask uint64, k Kind, now int64) int {
 	switch p.s.policy {
 	case polP2C:
 		if k == Stream {
-			return p.leastBy(st, p.unfailed(st, mask), &streamsOf)
+			return p.leastBy(st, p.unfailed(st, mask, now), &streamsOf)
 		}
 		return p.p2c(st, mask, now)
 	case polLeast:
 		if k == Stream {
-			return p.leastBy(st, p.unfailed(st, mask), &streamsOf)
+			return p.leastBy(st, p.unfailed(st, mask, now), &streamsOf)
 		}
 		return p.leastBy(st, mask, &inflightOf)
 	case polRR:
@@ -43,14 +43,18 @@ func (p *Picker) p2c(st *state, mask uint64, now int64) int {
 	return ib
 }
 
-// unfailed narrows mask to endpoints whose last outcome was not a blamed
-// failure, when there are any. Streams give no latency sample, so their
-// count alone would send a watch straight back to a member that just cut
-// one off.
-func (p *Picker) unfailed(st *state, mask uint64) uint64 {
+// unfailed narrows mask to endpoints that have not failed within the last
+// EjectBase (1s by default) without a success since, when there are any.
+// Streams give no latency sample, so their count alone would send a watch
+// straight back to a member that just cut one off; the time bound lets a
+// client that only opens streams return to a member that has recovered.
+func (p *Picker) unfailed(st *state, mask uint64, now int64) uint64 {
 	var m uint64
 	for i, e := range st.eps {
-		if mask&(1<<uint(i)) != 0 && atomic.LoadInt64(&e.consecFail) == 0 {
+		if mask&(1<<uint(i)) == 0 {
+			continue
+		}
+		if atomic.LoadInt64(&e.consecFail) == 0 || now-atomic.LoadInt64(&e.lastFail) >= p.s.ejectBase {
 			m |= 1 << uint(i)
 		}
 	}

@@ -356,6 +356,12 @@ func (c *Cluster) AddMember(ctx context.Context, learner bool) (*Member, error) 
 		return discard(fmt.Errorf("etcdcluster: add member: %w", err))
 	}
 	m.setID(resp.Member.ID)
+	// The joining member fetches the member list from a peer; one that has
+	// not applied the addition yet makes it fail with "member count is
+	// unequal".
+	if err := c.waitMembersApplied(ctx); err != nil {
+		return discard(err)
+	}
 
 	// The joining member must be told every current member by name.
 	known := c.Members()
@@ -542,6 +548,40 @@ var errClosed = errors.New("etcdcluster: cluster closed")
 // retryRejected runs op until it succeeds, fails for good or ctx ends. It
 // retries only errors that etcd returns before proposing anything, so a
 // retry can never apply a change twice.
+// waitMembersApplied waits, for at most 10s, until every running member
+// that is not cut off has applied as far as the furthest one.
+func (c *Cluster) waitMembersApplied(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	var live []*Member
+	var target uint64
+	for _, m := range c.Members() {
+		if m.Server() == nil || m.cut.Load() {
+			continue
+		}
+		live = append(live, m)
+		target = max(target, m.AppliedIndex())
+	}
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		behind := 0
+		for _, m := range live {
+			if m.Server() != nil && m.AppliedIndex() < target {
+				behind++
+			}
+		}
+		if behind == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("etcdcluster: %d members did not apply index %d: %w", behind, target, ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
+
 func retryRejected(ctx context.Context, op func() error) error {
 	for {
 		err := op()
