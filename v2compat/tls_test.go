@@ -2,80 +2,27 @@ package v2compat
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 
+	"github.com/etcdbalance/etcdbalance-go/internal/testcerts"
 	"github.com/etcdbalance/etcdbalance-go/picker"
 )
 
-// testCA issues certificates for the TLS tests.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pool *x509.CertPool
-}
-
-func newTestCA(t *testing.T) *testCA {
+// serverCert returns a server certificate from ca valid for the DNS name
+// only.
+func serverCert(t *testing.T, ca *testcerts.CA, name string) tls.Certificate {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	c, err := ca.Issue(testcerts.Leaf{CommonName: name, Hosts: []string{name}, Server: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "v2compat test CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign,
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &testCA{cert: cert, key: key, pool: pool}
-}
-
-// issue returns a server certificate valid for the DNS name only.
-func (ca *testCA) issue(t *testing.T, name string, serial int64) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serial),
-		Subject:      pkix.Name{CommonName: name},
-		DNSNames:     []string{name},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+	return c.TLSCertificate()
 }
 
 // Each member's certificate is checked against the name of the member
@@ -83,7 +30,10 @@ func (ca *testCA) issue(t *testing.T, name string, serial int64) tls.Certificate
 // verifies b.test's certificate, and an endpoint whose server holds a
 // certificate for another name fails verification.
 func TestTLSPerEndpoint(t *testing.T) {
-	ca := newTestCA(t)
+	ca, err := testcerts.NewCA("v2compat test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
 	var hits [2]int64
 	servers := make([]*httptest.Server, 2)
 	for i, name := range []string{"a.test", "b.test"} {
@@ -93,7 +43,7 @@ func TestTLSPerEndpoint(t *testing.T) {
 			w.Header().Set("X-Etcd-Index", "1")
 			w.Write([]byte(`{}`))
 		}))
-		s.TLS = &tls.Config{Certificates: []tls.Certificate{ca.issue(t, name, int64(10+i))}}
+		s.TLS = &tls.Config{Certificates: []tls.Certificate{serverCert(t, ca, name)}}
 		s.StartTLS()
 		defer s.Close()
 		servers[i] = s
@@ -106,7 +56,7 @@ func TestTLSPerEndpoint(t *testing.T) {
 		"c.test:443": servers[0].Listener.Addr().String(),
 	}
 	inner := &http.Transport{
-		TLSClientConfig: &tls.Config{RootCAs: ca.pool},
+		TLSClientConfig: &tls.Config{RootCAs: ca.Pool()},
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, network, addrs[addr])
