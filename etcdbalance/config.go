@@ -25,6 +25,10 @@ import (
 //	policy             string   "p2c-ewma" (default), "least-outstanding",
 //	                            "round-robin", "shuffled-pin", "pinned"
 //	decay              duration peak-EWMA time constant (10s)
+//	minSampleWeight    number   least weight of a sample below the estimate
+//	                            (0.05), or "off"
+//	peakStep           number   most one answer can multiply the estimate
+//	                            by (4), or "off"
 //	idleGrace          duration idle time before an estimate drifts (250ms)
 //	idleDecay          duration time constant of that drift (1s), or "off"
 //	defaultRTT         duration estimate before anything is measured (30ms)
@@ -108,12 +112,29 @@ func durationField(name string, allowOff bool, p func(*picker.Config) *time.Dura
 }
 
 func floatField(name string, p func(*picker.Config) *float64) configField {
+	return floatOffField(name, false, p)
+}
+
+// floatOffField is floatField for a number whose feature can be switched
+// off with "off" (stored as -1, the picker's spelling).
+func floatOffField(name string, allowOff bool, p func(*picker.Config) *float64) configField {
 	return configField{
 		name: name,
 		parse: func(c *picker.Config, v json.RawMessage) error {
+			var s string
+			if allowOff && json.Unmarshal(v, &s) == nil && s == off {
+				*p(c) = -1
+				return nil
+			}
 			var f float64
 			if err := json.Unmarshal(v, &f); err != nil {
+				if allowOff {
+					return fmt.Errorf("want a number or \"off\", got %s", v)
+				}
 				return fmt.Errorf("want a number, got %s", v)
+			}
+			if allowOff && f < 0 {
+				return fmt.Errorf("negative %s %v: write \"off\" to switch it off", name, f)
 			}
 			*p(c) = f
 			return nil
@@ -122,6 +143,9 @@ func floatField(name string, p func(*picker.Config) *float64) configField {
 			f := *p(c)
 			if f == 0 {
 				return nil
+			}
+			if allowOff && f < 0 {
+				return off
 			}
 			if math.IsNaN(f) || math.IsInf(f, 0) {
 				// JSON has no such number; the parser rejects the string
@@ -155,6 +179,8 @@ var configFields = []configField{
 		},
 	},
 	durationField("decay", false, func(c *picker.Config) *time.Duration { return &c.Decay }),
+	floatOffField("minSampleWeight", true, func(c *picker.Config) *float64 { return &c.MinSampleWeight }),
+	floatOffField("peakStep", true, func(c *picker.Config) *float64 { return &c.PeakStep }),
 	durationField("idleGrace", false, func(c *picker.Config) *time.Duration { return &c.IdleGrace }),
 	durationField("idleDecay", true, func(c *picker.Config) *time.Duration { return &c.IdleDecay }),
 	durationField("defaultRTT", false, func(c *picker.Config) *time.Duration { return &c.DefaultRTT }),
@@ -298,6 +324,14 @@ func WithPolicy(p picker.Policy) Option { return func(o *options) { o.picker.Pol
 
 // WithDecay sets the peak-EWMA time constant (default 10s; must be > 0).
 func WithDecay(d time.Duration) Option { return func(o *options) { o.picker.Decay = d } }
+
+// WithSampleWeighting sets the least weight a latency sample below the
+// estimate gets (minWeight, default 0.05) and how many times one answer can
+// multiply the estimate (peakStep, default 4); a negative value switches
+// either off (picker.Config.MinSampleWeight, picker.Config.PeakStep).
+func WithSampleWeighting(minWeight, peakStep float64) Option {
+	return func(o *options) { o.picker.MinSampleWeight, o.picker.PeakStep = minWeight, peakStep }
+}
 
 // WithIdleDecay sets how long a member may go unsampled before its estimate
 // drifts back toward the median of the others (grace, default 250ms), and

@@ -86,6 +86,7 @@ func TestOptionsEncodeAndParse(t *testing.T) {
 	pc, err := applyOptions([]Option{
 		WithPolicy(picker.LeastOutstanding),
 		WithDecay(3 * time.Second),
+		WithSampleWeighting(0.2, -1),
 		WithIdleDecay(2*time.Second, -1),
 		WithDefaultRTT(5 * time.Millisecond),
 		WithSlowStart(-1, 0),
@@ -110,6 +111,7 @@ func TestOptionsEncodeAndParse(t *testing.T) {
 	}
 	want := picker.Config{
 		Policy: picker.LeastOutstanding, Decay: 3 * time.Second,
+		MinSampleWeight: 0.2, PeakStep: -1,
 		IdleGrace: 2 * time.Second, IdleDecay: -1, DefaultRTT: 5 * time.Millisecond,
 		SlowStart: -1, FailurePenalty: time.Second, EjectAfter: -1,
 		ReshuffleInterval: 10 * time.Second, ReshuffleJitter: 0.5, AvoidFactor: 4,
@@ -137,6 +139,8 @@ func TestOptionValidation(t *testing.T) {
 		{"jitter", WithReshuffle(time.Second, 1.5), "ReshuffleJitter 1.5"},
 		{"avoid NaN", WithAvoidFactor(math.NaN()), "NaN"},
 		{"avoid small", WithAvoidFactor(0.5), "AvoidFactor 0.5"},
+		{"peak step", WithSampleWeighting(0, 1), "PeakStep 1"},
+		{"sample weight", WithSampleWeighting(1, 0), "MinSampleWeight 1"},
 		{"picker config", WithPickerConfig(picker.Config{EjectBase: -time.Second}), "EjectBase -1s must be positive"},
 	}
 	// Nothing listens here: a valid configuration would dial lazily and
