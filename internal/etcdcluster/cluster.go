@@ -418,17 +418,12 @@ func (c *Cluster) RemoveMember(ctx context.Context, m *Member) error {
 	if c.isClosed() {
 		return errClosed
 	}
-	cli, err := c.controlClient(m)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = cli.Close() }()
-	err = retryRejected(ctx, func() error {
+	err := c.memberAPI(ctx, m, "remove member", func(cli *clientv3.Client) error {
 		_, err := cli.MemberRemove(ctx, m.ID())
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("etcdcluster: remove member %s: %w", m.name, err)
+		return err
 	}
 	c.mu.Lock()
 	c.members = slices.DeleteFunc(c.members, func(o *Member) bool { return o == m })
@@ -446,17 +441,12 @@ func (c *Cluster) PromoteLearner(ctx context.Context, m *Member) error {
 	if c.isClosed() {
 		return errClosed
 	}
-	cli, err := c.controlClient(m)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = cli.Close() }()
-	err = retryRejected(ctx, func() error {
+	err := c.memberAPI(ctx, m, "promote", func(cli *clientv3.Client) error {
 		_, err := cli.MemberPromote(ctx, m.ID())
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("etcdcluster: promote %s: %w", m.name, err)
+		return err
 	}
 	m.learner.Store(false)
 	// The leader has committed the promotion; wait until the member itself
@@ -548,6 +538,20 @@ var errClosed = errors.New("etcdcluster: cluster closed")
 // retryRejected runs op until it succeeds, fails for good or ctx ends. It
 // retries only errors that etcd returns before proposing anything, so a
 // retry can never apply a change twice.
+// memberAPI runs op on a control client of the members other than m,
+// retrying while etcd rejects the change for now.
+func (c *Cluster) memberAPI(ctx context.Context, m *Member, what string, op func(*clientv3.Client) error) error {
+	cli, err := c.controlClient(m)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = cli.Close() }()
+	if err := retryRejected(ctx, func() error { return op(cli) }); err != nil {
+		return fmt.Errorf("etcdcluster: %s %s: %w", what, m.name, err)
+	}
+	return nil
+}
+
 // waitMembersApplied waits, for at most 10s, until every running member
 // that is not cut off has applied as far as the furthest one.
 func (c *Cluster) waitMembersApplied(ctx context.Context) error {
