@@ -200,15 +200,9 @@ var (
 // cluster view's probes included). It returns ErrClientClosed once the
 // client is closed, and ErrNotBalanced for any other client.
 func Stats(cli *clientv3.Client) ([]MemberStats, error) {
-	if cli == nil {
-		return nil, ErrNotBalanced
-	}
-	if cli.Ctx().Err() != nil {
-		return nil, ErrClientClosed
-	}
-	e := reg.lookup(cli)
-	if e == nil {
-		return nil, ErrNotBalanced
+	e, err := entryOf(cli)
+	if err != nil {
+		return nil, err
 	}
 	snap := e.engine.Snapshot()
 	out := make([]MemberStats, len(snap))

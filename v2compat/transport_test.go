@@ -338,8 +338,8 @@ func TestHeaderTimeout(t *testing.T) {
 	if !errors.As(err, &hte) || hte.Limit != d || !hte.Timeout() {
 		t.Fatalf("error %v, want a HeaderTimeoutError", err)
 	}
-	if el := time.Since(start); el < d || el > d+time.Second {
-		t.Fatalf("timed out after %v, want about %v", el, d)
+	if el := time.Since(start); el < d { // a timer cannot fire early; no upper bound on a busy machine
+		t.Fatalf("timed out after %v, before the %v limit", el, d)
 	}
 	if s := stats(tr, key); s.Failures != 1 || s.Estimate < d {
 		t.Fatalf("a header timeout was not charged: %+v", s)
@@ -373,10 +373,9 @@ func TestHeaderTimeout(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*d)
 	defer cancel()
 	req, _ = http.NewRequest("GET", srv.URL+"/v2/keys/x?wait=true", nil)
-	start = time.Now()
 	_, err = tr.RoundTrip(req.WithContext(ctx))
-	if el := time.Since(start); err == nil || el < 3*d-10*time.Millisecond {
-		t.Fatalf("watch ended after %v with %v; the header timeout applied to it", el, err)
+	if err == nil || errors.As(err, &hte) || ctx.Err() == nil {
+		t.Fatalf("watch ended with %v before its context did; the header timeout applied to it", err)
 	}
 }
 
