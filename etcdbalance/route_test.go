@@ -45,7 +45,7 @@ func tag(t *testing.T, p *grpcPicker, addr string, tags picker.Tags) {
 // serial returns a context marked as the unary interceptor marks a
 // serializable Range.
 func serial(ctx context.Context) context.Context {
-	return context.WithValue(ctx, readKey{}, &readMark{})
+	return context.WithValue(ctx, readKey{}, &readMark{serial: true})
 }
 
 // route makes n picks of method with ctx, one at a time, and returns how
@@ -109,7 +109,8 @@ func TestRoutingRules(t *testing.T) {
 	check("watches", route(t, p, mWatch, ctx, n), "a", "b", "c")
 	check("member list", route(t, p, mMemberList, ctx, n), "a", "b", "c")
 	check("status", route(t, p, methodStatus, ctx, n), "a", "b", "c", "d")
-	check("snapshot", route(t, p, methodSnapshot, ctx, n), "a", "b", "c", "d")
+	check("snapshot", route(t, p, methodSnapshot, ctx, n), "a", "b", "c")
+	check("range stream", route(t, p, methodRangeStream, ctx, n), "b", "c")
 	check("WithLeader reads", route(t, p, mRange, WithLeader(serial(ctx)), n), "a")
 	check("WithAnyMember linearizable reads", route(t, p, mRange, WithAnyMember(ctx), n), "a", "b", "c")
 	check("WithAnyMember writes", route(t, p, mPut, WithAnyMember(ctx), n), "a", "b", "c")
@@ -120,6 +121,8 @@ func TestRoutingRules(t *testing.T) {
 	tag(t, p, "d", TagLearner|TagBehind)
 	check("serializable reads, b lagging, d behind", route(t, p, mRange, serial(ctx), n), "c")
 	check("linearizable reads, b lagging", route(t, p, mRange, ctx, n), "b", "c")
+	check("snapshot, b lagging", route(t, p, methodSnapshot, ctx, n), "a", "c")
+	check("range stream, b lagging", route(t, p, methodRangeStream, ctx, n), "c")
 	check("WithAnyMember serializable reads", route(t, p, mRange, WithAnyMember(serial(ctx)), n), "a", "b", "c", "d")
 	tag(t, p, "c", TagLagging)
 	check("serializable reads, every follower stale", route(t, p, mRange, serial(ctx), n), "a")
@@ -142,6 +145,23 @@ func TestRoutingRules(t *testing.T) {
 	_ = p.engine.UpdateTags("a", 0, tagDown)
 	_ = p.engine.UpdateTags("b", 0, tagDown)
 	_ = p.engine.UpdateTags("c", 0, tagDown)
+
+	// Only learners in the set: no member may ever serve a write, so it
+	// goes to a learner, which refuses it with etcd's own error at once, as
+	// with the stock client; a serializable read is served.
+	p, _ = testPickerWith(t, picker.Config{Policy: picker.LeastOutstanding}, []string{"d"}, "d")
+	p.rt = newRouter(defaultRouting(), p.engine)
+	p.rt.viewOn.Store(true)
+	p.rt.settled.Store(true)
+	tag(t, p, "d", TagLearner)
+	check("writes, only learners", route(t, p, mPut, ctx, n), "d")
+	check("watches, only learners", route(t, p, mWatch, ctx, n), "d")
+	check("serializable reads, only learners", route(t, p, mRange, serial(ctx), n), "d")
+	// Before the first round is over, its role is not known: wait.
+	tag(t, p, "d", TagUnverified)
+	p.rt.settled.Store(false)
+	check("writes, role unknown", route(t, p, mPut, ctx, n), "wait")
+	check("serializable reads, role unknown", route(t, p, mRange, serial(ctx), n), "d")
 
 	// Every rule switched off.
 	set := defaultRouting()

@@ -367,6 +367,19 @@ func (p *Picker) PickAddr(addr string, k Kind) (Ticket, error) {
 	return p.issue(e, now, k, false), nil
 }
 
+// Eligible reports whether some endpoint carries none of the tags in
+// exclude, whatever its ejection state: the adapters use it to tell "no
+// endpoint may ever serve this" (fail at once) from "none may serve it
+// now" (wait). It takes no lock and allocates nothing.
+func (p *Picker) Eligible(exclude Tags) bool {
+	for _, e := range p.load().eps {
+		if Tags(atomic.LoadUint32(&e.tags))&exclude == 0 {
+			return true
+		}
+	}
+	return false
+}
+
 func (p *Picker) tagged(st *state, mask uint64, t Tags) uint64 {
 	var m uint64
 	for i, e := range st.eps {
