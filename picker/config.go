@@ -139,6 +139,23 @@ type Config struct {
 	// Default 2; must be ≥ 1.
 	AvoidFactor float64
 
+	// ReserveRatio is the one knob of the reserve rule (Request.Reserve,
+	// the leader for reads): a reserve endpoint becomes an ordinary P2C
+	// candidate for a unary request only while every other eligible
+	// endpoint's latency estimate for the request's class is more than
+	// ReserveRatio times its own. The gate compares estimates, not costs:
+	// an endpoint with many requests in flight is busy, not slow, and a
+	// gate on cost (AvoidFactor) hands the reserve a share that grows with
+	// concurrency. So while the others are healthy the reserve takes only
+	// probes, which keep its estimate current: one request when its
+	// estimate for the class is a second old, at most once a second and in
+	// at most 1 of 2n picks (n endpoints), well below its fair share of
+	// 1/n. When the others saturate or slow down, their estimates rise and
+	// the gate opens; the reserve's own estimate rises as it takes on work,
+	// and the others', kept fresh by the pairs that leave it out, fall as
+	// they recover, which closes the gate again. Default 2; must be ≥ 1.
+	ReserveRatio float64
+
 	// Clock supplies the time. Default the system clock.
 	Clock Clock
 
@@ -163,7 +180,12 @@ const (
 	DefaultReshuffleInterval = 30 * time.Second
 	DefaultReshuffleJitter   = 0.2
 	DefaultAvoidFactor       = 2.0
+	DefaultReserveRatio      = 2.0
 )
+
+// reserveProbeEvery is the staleness and the interval of reserve probes
+// (see ReserveRatio).
+const reserveProbeEvery = int64(time.Second)
 
 // settings is Config with defaults applied, in the units the hot path uses.
 type settings struct {
@@ -183,6 +205,7 @@ type settings struct {
 	reshuffle      int64 // ns; 0 = off
 	jitter         float64
 	avoidFactor    float64
+	reserveRatio   float64
 }
 
 type policyID uint8
@@ -310,6 +333,13 @@ func (c Config) settings() (settings, error) {
 	}
 	if !(s.avoidFactor >= 1) || math.IsInf(s.avoidFactor, 0) {
 		return s, fmt.Errorf("picker: AvoidFactor %v must be a finite number ≥ 1", c.AvoidFactor)
+	}
+	s.reserveRatio = c.ReserveRatio
+	if s.reserveRatio == 0 {
+		s.reserveRatio = DefaultReserveRatio
+	}
+	if !(s.reserveRatio >= 1) || math.IsInf(s.reserveRatio, 0) {
+		return s, fmt.Errorf("picker: ReserveRatio %v must be a finite number ≥ 1", c.ReserveRatio)
 	}
 	return s, nil
 }
