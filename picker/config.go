@@ -153,7 +153,7 @@ type Config struct {
 	// 1/n. When the others saturate or slow down, their estimates rise and
 	// the gate opens; the reserve's own estimate rises as it takes on work,
 	// and the others', kept fresh by the pairs that leave it out, fall as
-	// they recover, which closes the gate again. Default 2; must be ≥ 1.
+	// they recover, which closes the gate again. Default 1.5; must be ≥ 1.
 	ReserveRatio float64
 
 	// Clock supplies the time. Default the system clock.
@@ -180,7 +180,7 @@ const (
 	DefaultReshuffleInterval = 30 * time.Second
 	DefaultReshuffleJitter   = 0.2
 	DefaultAvoidFactor       = 2.0
-	DefaultReserveRatio      = 2.0
+	DefaultReserveRatio      = 1.5
 )
 
 // reserveProbeEvery is the staleness and the interval of reserve probes
