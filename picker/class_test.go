@@ -13,8 +13,8 @@ func feed(t *testing.T, p *Picker, only Tags, c Class, lat time.Duration) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if tk.Class() != c {
-		t.Fatalf("ticket class %v, want %v", tk.Class(), c)
+	if tk.class != c {
+		t.Fatalf("ticket class %d, want %d", tk.class, c)
 	}
 	p.Done(tk, Outcome{Latency: lat})
 }
@@ -57,8 +57,8 @@ func TestClassesKeepTheirOwnEstimates(t *testing.T) {
 	if rng != 0 {
 		t.Errorf("a got %d of 1000 range reads, want 0 (5× slower for ranges)", rng)
 	}
-	if tk, _ := p.Pick(Request{Class: numClasses + 3}); tk.Class() != ClassPoint {
-		t.Errorf("unknown class became %v, want point", tk.Class())
+	if tk, _ := p.Pick(Request{Class: numClasses + 3}); tk.class != ClassPoint {
+		t.Errorf("unknown class became %d, want point", tk.class)
 	}
 }
 

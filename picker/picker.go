@@ -51,18 +51,6 @@ const (
 	numClasses = 3
 )
 
-func (c Class) String() string {
-	switch c {
-	case ClassPoint:
-		return "point"
-	case ClassRange:
-		return "range"
-	case ClassWrite:
-		return "write"
-	}
-	return fmt.Sprintf("Class(%d)", uint8(c))
-}
-
 // Tags are caller-defined bits attached to endpoints (leader, learner,
 // lagging…), which a Request can exclude, prefer or avoid.
 type Tags uint32
@@ -145,9 +133,6 @@ func (t Ticket) Addr() string {
 
 // Kind is the request kind the ticket was issued for.
 func (t Ticket) Kind() Kind { return t.kind }
-
-// Class is the request class the ticket was issued for.
-func (t Ticket) Class() Class { return t.class }
 
 // Probe reports whether this request is the single probe sent to an
 // endpoint whose ejection has ended.

@@ -51,8 +51,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	ejectAfter := fs.Int("eject-after", 0, "engine EjectAfter for every policy: 0 gives p2c-ewma and least-outstanding the engine default and runs the stock-client baselines (round-robin, shuffled-pin, pinned) without ejection; -1 disables ejection everywhere")
 	estimates := fs.String("estimates", "per-class", "how request classes reach the engine: per-class (Request.Class), shared (one estimate) or normalized (one estimate, range samples divided by their size)")
 	leader := fs.String("leader", "reserve", "how reads treat the leader: reserve (Request.Reserve), avoid (Request.Avoid) or ordinary")
-	avoidFactor := fs.Float64("avoid-factor", 0, "engine AvoidFactor (0: the engine default)")
-	reserveRatio := fs.Float64("reserve-ratio", 0, "engine ReserveRatio (0: the engine default)")
+	avoidFactor := fs.Float64("avoid-factor", 0, fmt.Sprintf("engine AvoidFactor, for -leader avoid (0: the engine default, %g)", picker.DefaultAvoidFactor))
+	reserveRatio := fs.Float64("reserve-ratio", 0, fmt.Sprintf("engine ReserveRatio, for -leader reserve (0: the engine default, %g)", picker.DefaultReserveRatio))
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
