@@ -129,12 +129,22 @@ func (b *Balancer) isUp(a string) bool {
 	return b.up[a]
 }
 
+// setConn learns the client's connection from its first call, so that the
+// engine can ask members for their status over it, and probes at once:
+// writes reach the leader from the first calls on.
 func (b *Balancer) setConn(cc *grpc.ClientConn) {
 	b.mu.Lock()
-	if b.conn == nil && !b.closed {
+	first := b.conn == nil && !b.closed
+	if first {
 		b.conn = cc
 	}
 	b.mu.Unlock()
+	if first {
+		select {
+		case b.eng.kick <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // Get implements grpc.Balancer: it picks the member for one call. A fail-fast

@@ -42,6 +42,7 @@ type engine struct {
 	hosts []string
 	up    map[string]int
 
+	kick chan struct{} // a client's connection became known: probe now
 	stop chan struct{}
 	done chan struct{}
 }
@@ -83,7 +84,8 @@ func acquire(hosts []string, tlsKey string, status StatusFunc, b *Balancer) *eng
 		if err != nil {
 			panic(err) // the zero Config is valid
 		}
-		e = &engine{key: key, p: p, status: status, refs: make(map[*Balancer]bool), up: make(map[string]int)}
+		e = &engine{key: key, p: p, status: status, refs: make(map[*Balancer]bool), up: make(map[string]int),
+			kick: make(chan struct{}, 1)}
 		e.setHosts(sorted)
 		if status != nil {
 			e.stop, e.done = make(chan struct{}), make(chan struct{})
@@ -168,6 +170,8 @@ func (e *engine) probeLoop() {
 		case <-e.stop:
 			t.Stop()
 			return
+		case <-e.kick:
+			t.Stop()
 		case <-t.C:
 		}
 	}
