@@ -119,7 +119,7 @@ func classify(method string, req interface{}) kind {
 // put is handed to grpc for a marked unary call: it ends the latency
 // sample; finish hands the ticket back once the outcome is known.
 func (r *record) put() {
-	if d := time.Now().Sub(r.start); d > 0 {
+	if d := time.Since(r.start); d > 0 {
 		r.latency = d
 	}
 }
