@@ -9,6 +9,7 @@
 //	vintage -endpoints URL,... [-clients N] then one command a line on stdin:
 //	  reads N CONC SERIALIZABLE TIMEOUT_MS  N Gets of one key per client, CONC at a time
 //	  writes N CONC TIMEOUT_MS              N Puts per client
+//	  serve                                 one request a line, for the harness (see serve.go)
 //	  close                                 close the clients, look for leaked goroutines, exit
 //
 // Every command answers with one JSON line. Members are reported by their
@@ -79,6 +80,8 @@ func main() {
 		switch f[0] {
 		case "reads", "writes":
 			_ = out.Encode(d.batch(f))
+		case "serve":
+			d.serve(sc, os.Stdout)
 		case "close":
 			_ = out.Encode(d.close())
 			return
