@@ -125,6 +125,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	b := newBench(opts, stdout, stderr)
+	defer removeVintageBuild()
 	if err := b.run(ctx); err != nil {
 		if ctx.Err() != nil {
 			fmt.Fprintln(stderr, "bench: interrupted: clusters closed, no results written")
