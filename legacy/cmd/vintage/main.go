@@ -89,7 +89,7 @@ func main() {
 			log.Fatalf("unknown command %q", f[0])
 		}
 	}
-	d.close()
+	d.closeClients()
 }
 
 func open(eps []string, n int) (*driver, error) {
@@ -204,11 +204,15 @@ func (d *driver) one(cli *clientv3.Client, write, serializable bool, timeout tim
 	return -1, nil
 }
 
-func (d *driver) close() map[string]interface{} {
+func (d *driver) closeClients() {
 	for _, cli := range d.clis {
 		cli.Close()
 	}
 	d.clis = nil
+}
+
+func (d *driver) close() map[string]interface{} {
+	d.closeClients()
 	leaks := ""
 	if err := goleak.Find(); err != nil {
 		leaks = err.Error()

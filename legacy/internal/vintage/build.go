@@ -14,8 +14,8 @@ import (
 	"strings"
 )
 
-// PatchFile is the etcd3 patch, relative to the repository root.
-const PatchFile = "examples/apiserver-v1.7/etcd3-clientv3.patch"
+// patchFile is the etcd3 patch, relative to the repository root.
+const patchFile = "examples/apiserver-v1.7/etcd3-clientv3.patch"
 
 // etcdVendor is where a Kubernetes tree vendors github.com/coreos/etcd.
 const etcdVendor = "vendor/github.com/coreos/etcd"
@@ -25,8 +25,8 @@ type Binaries struct {
 	Stock, Patched string
 }
 
-// ModuleDir returns the directory of the legacy module.
-func ModuleDir() (string, error) {
+// moduleDir returns the directory of the legacy module.
+func moduleDir() (string, error) {
 	_, file, _, ok := runtime.Caller(0)
 	if !ok {
 		return "", fmt.Errorf("vintage: cannot locate the legacy module")
@@ -36,11 +36,11 @@ func ModuleDir() (string, error) {
 
 // Build builds both drivers into dir.
 func Build(dir string) (Binaries, error) {
-	mod, err := ModuleDir()
+	mod, err := moduleDir()
 	if err != nil {
 		return Binaries{}, err
 	}
-	modfile, err := Patched(mod, filepath.Join(dir, "patched"))
+	modfile, err := patchedModule(mod, filepath.Join(dir, "patched"))
 	if err != nil {
 		return Binaries{}, err
 	}
@@ -54,19 +54,19 @@ func Build(dir string) (Binaries, error) {
 	return b, nil
 }
 
-// Patched copies the clientv3 module (github.com/coreos/etcd v3.1.5) from
+// patchedModule copies the clientv3 module (github.com/coreos/etcd v3.1.5) from
 // the module cache into scratch, laid out as in a Kubernetes tree's
 // vendor/, applies the etcd3 patch there with patch -p1, and writes a go.mod
 // (and go.sum) beside it that replace the module with the patched copy. It
 // returns that go.mod, for go build -modfile. (go build -overlay refuses
 // files in the module cache.)
-func Patched(mod, scratch string) (string, error) {
+func patchedModule(mod, scratch string) (string, error) {
 	out, err := gocmdOutput(mod, "list", "-m", "-f", "{{.Dir}}", "github.com/coreos/etcd")
 	if err != nil {
 		return "", err
 	}
 	etcdDir := strings.TrimSpace(out)
-	patch, err := filepath.Abs(filepath.Join(mod, "..", PatchFile))
+	patch, err := filepath.Abs(filepath.Join(mod, "..", patchFile))
 	if err != nil {
 		return "", err
 	}
