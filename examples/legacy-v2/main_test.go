@@ -222,7 +222,7 @@ func TestReadsSpreadAcrossMembers(t *testing.T) {
 
 // Bad endpoints are reported by the patched factory, naming them.
 func TestBadEndpoint(t *testing.T) {
-	_, _, err := newETCD2Client(newTransportForETCD2(), []string{"http://127.0.0.1:2379", "127.0.0.1:2380"})
+	_, _, _, err := newETCD2Client([]string{"http://127.0.0.1:2379", "127.0.0.1:2380"}, "", "", "")
 	if err == nil || !strings.Contains(err.Error(), `"127.0.0.1:2380"`) {
 		t.Fatalf("got %v", err)
 	}
