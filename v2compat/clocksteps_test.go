@@ -2,7 +2,6 @@ package v2compat
 
 import (
 	"io"
-	"io/ioutil"
 	"net/http"
 	"sync"
 	"testing"
@@ -65,7 +64,7 @@ func TestDownMarkBoundedUnderClockSteps(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		_, _ = io.Copy(ioutil.Discard, resp.Body)
+		_, _ = io.Copy(io.Discard, resp.Body)
 		return resp.Body.Close()
 	}
 

@@ -37,6 +37,7 @@ func newTransportForETCD2(certFile, keyFile, caFile string) (*http.Transport, er
 		MaxIdleConnsPerHost: 500,
 		TLSClientConfig:     cfg,
 	}
+	//lint:ignore SA1019 1.7 calls ConfigureTransport; newer code sets http.Transport.Protocols.
 	if err := http2.ConfigureTransport(tr); err != nil {
 		return nil, err
 	}
