@@ -171,6 +171,17 @@ type Config struct {
 	ReserveRatio float64
 
 	// Clock supplies the time. Default the system clock.
+	//
+	// The engine's time never goes backwards and never reaches 0, whatever
+	// the clock does. Built with Go 1.8, which has no monotonic reading in
+	// time.Now, the system clock follows NTP steps. A step forward looks
+	// like an idle spell: holds end early, estimates drift to the median,
+	// and samples are clamped to a minute. A step back is taken as a jump
+	// forward of the engine's time by a minute, or by EjectMax, SlowStart
+	// or ReshuffleInterval if longer, because the real time that
+	// passed is unknown: every hold (an ejection, a slow start, an
+	// adapter's mark measured with Picker.Now) then ends early rather than
+	// late, and requests in flight across it give no latency sample.
 	Clock Clock
 
 	// Rand supplies randomness. Default a Source seeded from the clock.
@@ -201,6 +212,11 @@ const (
 // (see ReserveRatio).
 const reserveProbeEvery = int64(time.Second)
 
+// minStepJump is the least the engine's time jumps forward when the clock
+// steps back (see Config.Clock): longer than any hold an adapter measures
+// with Picker.Now.
+const minStepJump = time.Minute
+
 // settings is Config with defaults applied, in the units the hot path uses.
 type settings struct {
 	policy         policyID
@@ -220,6 +236,7 @@ type settings struct {
 	jitter         float64
 	avoidFactor    float64
 	reserveRatio   float64
+	stepJump       int64 // ns: how far the engine's time jumps on a clock step back
 }
 
 type policyID uint8
@@ -294,6 +311,12 @@ func (c Config) settings() (settings, error) {
 	s.ejectBase, s.ejectMax, s.reshuffle = int64(eb), int64(em), int64(resh)
 	if pol == Pinned {
 		s.reshuffle = 0
+	}
+	s.stepJump = int64(minStepJump)
+	for _, d := range []int64{s.ejectMax, s.slowStart, s.reshuffle} {
+		if d > s.stepJump {
+			s.stepJump = d
+		}
 	}
 
 	switch {

@@ -171,6 +171,9 @@ type Picker struct {
 	rr            uint64 // round-robin counter
 	nextReshuffle int64
 	medAt         int64 // when medBits was computed; 0 = stale
+	last          int64 // the latest time now has returned
+	off           int64 // added to the clock's reading: 1 plus every jump made for a step back
+	jumpAt        int64 // the time the last jump landed on; 0 = none
 	// float64 bits of each class's median estimate; 0 = none measured.
 	medBits [numClasses]uint64
 	st      unsafe.Pointer
@@ -194,6 +197,7 @@ func New(cfg Config) (*Picker, error) {
 		p.clock = SystemClock
 	}
 	p.epoch = p.clock.Now()
+	p.last, p.off = 1, 1
 	if p.rand == nil {
 		p.rand = NewSource(uint64(time.Now().UnixNano()))
 	}
@@ -208,7 +212,57 @@ func New(cfg Config) (*Picker, error) {
 // Policy returns the policy in force.
 func (p *Picker) Policy() Policy { return Policies[p.s.policy] }
 
-func (p *Picker) now() int64 { return int64(p.clock.Now().Sub(p.epoch)) + 1 }
+// Now is the engine's time, in nanoseconds since an arbitrary origin:
+// always positive and never decreasing, however the Clock steps (see
+// Config.Clock). Adapters measure their own holds and latencies with it,
+// so that a clock step affects them as it affects the engine.
+func (p *Picker) Now() time.Duration { return time.Duration(p.now()) }
+
+// stepTolerance is how far the clock may read behind the engine's time
+// before it counts as a step back: less is taken as jitter between
+// cores, and time stands still until the clock catches up.
+const stepTolerance = int64(time.Millisecond)
+
+// now reads the clock, made monotonic: the value 0, the "none" of every
+// time field, is never returned, nor one below an earlier one. Under Go 1.8
+// (no monotonic reading in time.Now) an NTP step back would otherwise give
+// negative latencies and stretch every hold by the size of the step.
+//
+// last is loaded before the clock is read, so any value in it came from an
+// earlier reading: a reading below it means the clock stepped back, never a
+// race between goroutines. How much real time passed across a step is
+// unknown, so the engine jumps forward by s.stepJump, at least the longest
+// hold: holds may end early, never late, and samples that straddle the jump
+// are dropped (see Done). A step forward needs no care beyond clamping
+// samples: the engine just sees a long idle spell.
+func (p *Picker) now() int64 {
+	for {
+		last := atomic.LoadInt64(&p.last)
+		off := atomic.LoadInt64(&p.off)
+		t := int64(p.clock.Now().Sub(p.epoch)) + off
+		if t >= last {
+			for t > last && !atomic.CompareAndSwapInt64(&p.last, last, t) {
+				last = atomic.LoadInt64(&p.last) // a concurrent reader moved it
+			}
+			if last > t {
+				return last
+			}
+			return t
+		}
+		if last-t < stepTolerance {
+			return last
+		}
+		to := last + p.s.stepJump
+		if atomic.CompareAndSwapInt64(&p.off, off, off+to-t) {
+			atomic.StoreInt64(&p.jumpAt, to)
+			for last < to && !atomic.CompareAndSwapInt64(&p.last, last, to) {
+				last = atomic.LoadInt64(&p.last)
+			}
+			return to
+		}
+		// Another reader handled the step: read again.
+	}
+}
 
 func (p *Picker) load() *state { return (*state)(atomic.LoadPointer(&p.st)) }
 
@@ -463,21 +517,22 @@ func (p *Picker) Done(t Ticket, o Outcome) {
 		atomic.AddInt64(&e.inflight, -1)
 		atomic.StoreInt64(&e.lastDone, now)
 	}
+	// A request picked before a jump (a clock step back) measured nothing
+	// real: it gives no sample, though it still counts as a success or a
+	// failure.
+	measured := t.kind == Unary && t.start >= atomic.LoadInt64(&p.jumpAt)
 	el := now - t.start
-	if el < 1 {
-		el = 1
-	}
 	switch o.Result {
 	case OK:
-		if t.kind == Unary {
+		if measured {
 			if o.Latency > 0 {
 				el = int64(o.Latency)
 			}
-			p.observe(e, t.class, el, now, false, t.reserve)
+			p.observe(e, t.class, clampSample(el), now, false, t.reserve)
 		}
 		p.succeed(e, now, t.probe)
 	case Failed, DeadlineExceeded:
-		if t.kind == Unary {
+		if measured {
 			min := p.s.failurePenalty
 			if o.Result == DeadlineExceeded {
 				min = int64(o.Timeout)
@@ -485,7 +540,7 @@ func (p *Picker) Done(t Ticket, o Outcome) {
 			if el < min {
 				el = min
 			}
-			p.observe(e, t.class, el, now, true, t.reserve)
+			p.observe(e, t.class, clampSample(el), now, true, t.reserve)
 		}
 		p.fail(e, now, t.probe)
 	default:
@@ -493,6 +548,23 @@ func (p *Picker) Done(t Ticket, o Outcome) {
 			atomic.StoreInt32(&e.probing, 0)
 		}
 	}
+}
+
+// maxSample bounds a latency sample. A longer one would say no more than
+// "avoid this member", and a clock stepped forward would otherwise charge
+// every request in flight with the size of the step.
+const maxSample = int64(time.Minute)
+
+// clampSample keeps a sample in [1ns, maxSample]: a zero or negative one
+// (a coarse clock, a step) must not make a member look free.
+func clampSample(v int64) int64 {
+	switch {
+	case v < 1:
+		return 1
+	case v > maxSample:
+		return maxSample
+	}
+	return v
 }
 
 // observe records a latency sample. A sample that ends a long idle spell

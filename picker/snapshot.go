@@ -39,6 +39,7 @@ type EndpointStats struct {
 // Snapshot returns the stats of every endpoint in the set's current order.
 func (p *Picker) Snapshot() []EndpointStats {
 	now := p.now()
+	wall := p.clock.Now()
 	med := p.median(ClassPoint, now)
 	st := p.load()
 	out := make([]EndpointStats, len(st.eps))
@@ -58,7 +59,7 @@ func (p *Picker) Snapshot() []EndpointStats {
 		}
 		if u := atomic.LoadInt64(&e.ejectedUntil); u != 0 {
 			s.Ejected = true
-			s.EjectedUntil = p.epoch.Add(time.Duration(u - 1))
+			s.EjectedUntil = wall.Add(time.Duration(u - now))
 		}
 		out[i] = s
 	}
