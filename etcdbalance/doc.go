@@ -52,8 +52,10 @@
 //	  Compact, LeaseGrant, LeaseRevoke,
 //	  member/auth changes, MoveLeader)
 //	linearizable Range (the default Get)  voting members                    followers; the leader only if
-//	                                                                        every follower costs 16× more,
-//	                                                                        or no follower is up
+//	                                                                        every follower is 1.5× slower
+//	                                                                        for the call's class, or no
+//	                                                                        follower is up (and a probe
+//	                                                                        now and then)
 //	serializable Range                    voting members and learners, but  as linearizable Range
 //	                                      not members lagging > 1000
 //	                                      entries, nor members known to be
@@ -195,8 +197,8 @@
 //	---------------------------------------  -------------------------  --------------------------
 //	cluster view (leader, learners, lag)     on, every 1s ± 20%         WithClusterView(-1) off
 //	writes to the leader                     on                         WithLeaderWrites(false)
-//	reads to the followers                   on, leader if 16× cheaper  WithFollowerReads(false),
-//	                                                                    WithAvoidFactor(f)
+//	reads to the followers                   on, leader if followers    WithFollowerReads(false),
+//	                                         1.5× slower                WithReserveRatio(r)
 //	serializable reads on learners           on, when caught up         WithLearnerReads(false)
 //	lagging members kept out of ser. reads   on, > 1000 entries         WithLagThreshold(-1) off
 //	monotonic reads                          on                         WithMonotonicReads(false)

@@ -140,10 +140,13 @@ func (h *handle) unaryInterceptor(ctx context.Context, method string, req, reply
 		return err
 	}
 	rt := e.rt
-	if !rt.set.monotonic && !rt.viewOn.Load() {
-		return invoker(ctx, method, req, reply, cc, opts...) // nothing to mark or check
-	}
 	rr, _ := req.(*pb.RangeRequest)
+	base := ctx // without the mark, for the re-issues
+	var mark *readMark
+	if rr != nil && (rr.Serializable || len(rr.RangeEnd) > 0) {
+		mark = &readMark{serial: rr.Serializable, ranged: len(rr.RangeEnd) > 0}
+		ctx = context.WithValue(ctx, readKey{}, mark)
+	}
 	if rr == nil || !rr.Serializable {
 		// Linearizable reads cannot go back: they return at least what was
 		// committed when they started, and every revision seen before was
@@ -164,16 +167,15 @@ func (h *handle) unaryInterceptor(ctx context.Context, method string, req, reply
 		return err
 	}
 
-	mark := &readMark{serial: true}
 	if !rt.set.monotonic {
-		return invoker(context.WithValue(ctx, readKey{}, mark), method, req, reply, cc, opts...)
+		return invoker(ctx, method, req, reply, cc, opts...)
 	}
 	// The floor is what the client had seen when the call started: calls
 	// that overlap are not ordered with each other.
 	g := e.guards.of(cc)
 	floor := g.maxRev.Load()
 	rt.expireBehind()
-	err := invoker(context.WithValue(ctx, readKey{}, mark), method, req, reply, cc, opts...)
+	err := invoker(ctx, method, req, reply, cc, opts...)
 	resp, ok := reply.(*pb.RangeResponse)
 	if err != nil || !ok {
 		return err
@@ -184,20 +186,21 @@ func (h *handle) unaryInterceptor(ctx context.Context, method string, req, reply
 		g.observe(rev)
 		return nil
 	}
-	return g.reissue(ctx, rt, method, rr, resp, mark.addr, floor, cc, invoker, opts)
+	return g.reissue(base, rt, method, rr, resp, mark, floor, cc, invoker, opts)
 }
 
 // reissue gets an answer at or above floor for a serializable read that a
 // member (addr) answered below it: first from another member (addr is
 // tagged behind, so no guarded read goes there until a probe shows it has
 // caught up), then from the leader, then as a linearizable read, which
-// cannot be below floor in the same cluster. Steps that need the cluster
+// cannot be below floor in the same cluster. ctx is the call's context
+// without first, the read mark of the first attempt. Steps that need the cluster
 // view are skipped without one. Each attempt is decoded into resp (grpc
 // resets it first), so the caller gets the last answer.
-func (g *guard) reissue(ctx context.Context, rt *router, method string, req *pb.RangeRequest, resp *pb.RangeResponse, addr string, floor int64, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts []grpc.CallOption) error {
+func (g *guard) reissue(ctx context.Context, rt *router, method string, req *pb.RangeRequest, resp *pb.RangeResponse, first *readMark, floor int64, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts []grpc.CallOption) error {
 	g.stale.Add(1)
 	if v := rt.view.Load(); v != nil {
-		v.markBehind(addr, floor)
+		v.markBehind(first.addr, floor)
 		for _, leader := range [...]bool{false, true} {
 			if leader {
 				if !v.leaderKnown() {
@@ -207,7 +210,7 @@ func (g *guard) reissue(ctx context.Context, rt *router, method string, req *pb.
 			} else {
 				g.retryElsewhere.Add(1)
 			}
-			mark := &readMark{serial: true, leader: leader}
+			mark := &readMark{serial: true, ranged: first.ranged, leader: leader}
 			err := invoker(context.WithValue(ctx, readKey{}, mark), method, req, resp, cc, opts...)
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -226,7 +229,11 @@ func (g *guard) reissue(ctx context.Context, rt *router, method string, req *pb.
 	// The request is this call's own (clientv3 builds one per call), and
 	// the retry interceptor reuses it only after this returns.
 	req.Serializable = false
-	err := invoker(ctx, method, req, resp, cc, opts...)
+	lctx := ctx
+	if first.ranged {
+		lctx = context.WithValue(ctx, readKey{}, &readMark{ranged: true})
+	}
+	err := invoker(lctx, method, req, resp, cc, opts...)
 	req.Serializable = true
 	if err != nil {
 		return err

@@ -45,10 +45,6 @@ func (p *grpcPicker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	if class == Read {
 		mark = readMarkOf(info.Ctx)
 	}
-	var serial *readMark // mark of a serializable Range
-	if mark != nil && mark.serial {
-		serial = mark
-	}
 	var t picker.Ticket
 	var err error
 	if pin, ok := pinnedMember(info.Ctx); ok {
@@ -64,7 +60,7 @@ func (p *grpcPicker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 		t, err = p.engine.PickAddr(pin, kind)
 	} else {
 		var wait bool
-		t, wait, err = pickRouted(p.engine, p.rt, class, kind, info.FullMethodName, overrideOf(info.Ctx), serial)
+		t, wait, err = pickRouted(p.engine, p.rt, class, kind, info.FullMethodName, overrideOf(info.Ctx), mark)
 		if wait {
 			return balancer.PickResult{}, balancer.ErrNoSubConnAvailable
 		}

@@ -62,24 +62,6 @@ const (
 	DefaultLagThreshold = 1000
 )
 
-// DefaultAvoidFactor is the AvoidFactor (picker.Config) that New and
-// DialOptions use unless WithAvoidFactor says otherwise: the leader takes
-// a read only when every eligible follower costs 16 times as much as it.
-//
-// The engine's own default, 2, lets the leader take far too many reads.
-// Cost is latency × (calls in flight + 1), so under steady load the leader
-// settles where a follower's cost is f times its own; with n followers and
-// a follower/leader latency ratio r, the leader's share of reads is then
-// about r / (f·n + r). On a 3-member cluster (n = 2), 16 reads in flight,
-// measured in TestSpread: f = 2 gave the leader 20% of serializable and 38%
-// of linearizable reads (r is larger there, since a follower's
-// linearizable read waits for a ReadIndex round trip to the leader); f = 4
-// gave 10% and 21%; f = 8 gave 0–6% and 2–15%; f = 16 gave 0–1% of
-// both. The leader still takes reads when the followers are really in
-// trouble: stalled (a black-holed follower's cost grows with the age of
-// its stall), far slower, or all ejected or down.
-const DefaultAvoidFactor = 16.0
-
 // routing is the cluster-aware part of a client's configuration. Every
 // rule can be switched off; the zero value switches all of them off, and
 // defaultRouting switches them on.
@@ -218,16 +200,18 @@ func overrideOf(ctx context.Context) override {
 	return o
 }
 
-// readMark is put into the context of a serializable Range (serial) and
-// of a RangeStream by the interceptors: PickInfo carries the method, not
-// the request, so this is how the picker tells a serializable read from a
-// linearizable one. The picker writes the member it picked into addr, for
+// readMark is put into the context of a serializable Range (serial), of a
+// Range over a range of keys (ranged) and of a RangeStream by the
+// interceptors: PickInfo carries the method, not the request, so this is
+// how the picker tells a serializable read from a linearizable one, and a
+// List from the read of one key. The picker writes the member it picked into addr, for
 // the monotonic guard. grpc picks in the calling goroutine, before the call
 // returns (a stream: before the streamer returns), so the interceptor
 // reads addr afterwards without a race.
 type readMark struct {
 	addr   string
 	serial bool // a serializable Range: learners and lagging members are told apart
+	ranged bool // a Range with a range_end: judged by the engine's range estimate
 	leader bool // the guard's second retry: the leader only
 }
 
@@ -284,15 +268,16 @@ const (
 // Until the first probe round is over, calls a learner refuses that find
 // no known voter wait; so do calls whose only possible members are down.
 func pickRouted(eng *picker.Picker, rt *router, class Class, kind picker.Kind, method string, mode override, mark *readMark) (t picker.Ticket, wait bool, err error) {
+	req := picker.Request{Kind: kind, Class: costClass(class, method, mark)}
 	if rt == nil {
-		t, err = eng.Pick(picker.Request{Kind: kind, Exclude: tagDown})
+		req.Exclude = tagDown
+		t, err = eng.Pick(req)
 		return t, false, err
 	}
 	set := &rt.set
-	serial := mark != nil
+	serial := mark != nil && mark.serial
 	learnerSafe := (serial && set.learnerReads) || method == methodStatus
 
-	req := picker.Request{Kind: kind}
 	switch {
 	case mode == overrideLeader || (mark != nil && mark.leader):
 		req.Prefer = TagLeader
@@ -300,7 +285,10 @@ func pickRouted(eng *picker.Picker, rt *router, class Class, kind picker.Kind, m
 	case class == Write && set.leaderWrites:
 		req.Prefer = TagLeader
 	case class == Read && set.followerReads:
-		req.Avoid = TagLeader
+		// The leader carries every write and all replication: it serves
+		// reads only while every follower is measurably slower
+		// (picker.Config.ReserveRatio), and a probe now and then.
+		req.Reserve = TagLeader
 	}
 
 	var fresh picker.Tags // what serializable reads, backups and chunked reads want fresh members for
@@ -342,7 +330,21 @@ func pickRouted(eng *picker.Picker, rt *router, class Class, kind picker.Kind, m
 		// for it within the call's deadline, as for any member that is down.
 		return picker.Ticket{}, true, picker.ErrNoEligible
 	}
-	req.Prefer, req.Avoid, req.Exclude = 0, 0, tagDown
+	req.Prefer, req.Reserve, req.Exclude = 0, 0, tagDown
 	t, err = eng.Pick(req)
 	return t, false, err
+}
+
+// costClass is the engine's latency class of a call: writes, Lists (a
+// Range with a range_end, or a RangeStream) and everything else (point
+// reads, status, leases) keep apart estimates, so that a member that has
+// just served a 2 MB List does not look slow for the reads of one key.
+func costClass(class Class, method string, mark *readMark) picker.Class {
+	switch {
+	case class == Write:
+		return picker.ClassWrite
+	case method == methodRangeStream || (mark != nil && mark.ranged):
+		return picker.ClassRange
+	}
+	return picker.ClassPoint
 }

@@ -25,7 +25,9 @@ const (
 // whatever the nanosecond latencies of a fake call.
 func routedPicker(t *testing.T, set routing) *grpcPicker {
 	t.Helper()
-	p, _ := testPickerWith(t, picker.Config{Policy: picker.LeastOutstanding}, []string{"a", "b", "c", "d"}, "a", "b", "c", "d")
+	// A clock that stands still: every call takes no time, so the latency
+	// estimates are equal and only the rules tell the members apart.
+	p, _ := testPickerWith(t, picker.Config{Policy: picker.LeastOutstanding, Clock: stoppedClock{}}, []string{"a", "b", "c", "d"}, "a", "b", "c", "d")
 	p.rt = newRouter(set, p.engine)
 	p.rt.viewOn.Store(true)
 	p.rt.settled.Store(true)
@@ -33,6 +35,11 @@ func routedPicker(t *testing.T, set routing) *grpcPicker {
 	tag(t, p, "d", TagLearner)
 	return p
 }
+
+// stoppedClock is a picker.Clock whose time never moves.
+type stoppedClock struct{}
+
+func (stoppedClock) Now() time.Time { return time.Unix(1e9, 0) }
 
 // tag replaces the view tags of addr.
 func tag(t *testing.T, p *grpcPicker, addr string, tags picker.Tags) {
@@ -288,6 +295,28 @@ func TestRoutedPickAllocs(t *testing.T) {
 		}
 		if n := testing.AllocsPerRun(1000, pick); n != 0 {
 			t.Errorf("%s: Pick+Done allocates %v times per call", method, n)
+		}
+	}
+}
+
+// TestCostClass: writes, Lists and the rest are judged by apart estimates.
+func TestCostClass(t *testing.T) {
+	cases := []struct {
+		class  Class
+		method string
+		mark   *readMark
+		want   picker.Class
+	}{
+		{Write, mPut, nil, picker.ClassWrite},
+		{Read, mRange, nil, picker.ClassPoint},
+		{Read, mRange, &readMark{serial: true}, picker.ClassPoint},
+		{Read, mRange, &readMark{ranged: true}, picker.ClassRange},
+		{Read, methodRangeStream, nil, picker.ClassRange},
+		{Other, methodStatus, nil, picker.ClassPoint},
+	}
+	for _, c := range cases {
+		if got := costClass(c.class, c.method, c.mark); got != c.want {
+			t.Errorf("costClass(%v, %s, %+v) = %v, want %v", c.class, c.method, c.mark, got, c.want)
 		}
 	}
 }

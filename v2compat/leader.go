@@ -96,7 +96,7 @@ func (t *Transport) pollOnce() {
 	var triedKeys []string
 	noLeader := 0
 	for i := 0; i < 2 && i < len(set.list); i++ {
-		ep, tk, err := t.pick(classOther, tried, triedKeys)
+		ep, tk, err := t.pick(classOther, picker.ClassPoint, tried, triedKeys)
 		if err != nil {
 			break
 		}

@@ -310,7 +310,8 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if e := atomic.LoadInt64(&t.tagExpiry); e != 0 && t.now() >= e {
 		t.expireTags()
 	}
-	c := &call{t: t, orig: req, class: classify(req)}
+	cl := classify(req)
+	c := &call{t: t, orig: req, class: cl, cost: costClass(req, cl)}
 	t.callsMu.Lock()
 	t.calls[req] = c
 	t.callsMu.Unlock()
@@ -358,6 +359,7 @@ type call struct {
 	t     *Transport
 	orig  *http.Request
 	class class
+	cost  picker.Class // which latency estimate the call is judged by
 
 	mu       sync.Mutex
 	cur      *http.Request      // the rewritten request of the current attempt
@@ -429,7 +431,7 @@ func (t *Transport) do(c *call) (*http.Response, error) {
 			// A member known to be behind would only cost a re-issue.
 			exclude |= tagLagging
 		}
-		ep, tk, err := t.pick(cl, exclude, triedKeys)
+		ep, tk, err := t.pick(cl, c.cost, exclude, triedKeys)
 		if err == picker.ErrNoEligible && !fallback && len(triedKeys) > 0 {
 			// Every member has answered stale: go to the fallback.
 			fallback = true
@@ -500,10 +502,11 @@ func (t *Transport) do(c *call) (*http.Response, error) {
 	}
 }
 
-// pick chooses a member for one attempt of class cl, never one in exclude
-// or triedKeys.
-func (t *Transport) pick(cl class, exclude picker.Tags, triedKeys []string) (*endpoint, picker.Ticket, error) {
+// pick chooses a member for one attempt of class cl, judged by the cost
+// class cost, never one in exclude or triedKeys.
+func (t *Transport) pick(cl class, cost picker.Class, exclude picker.Tags, triedKeys []string) (*endpoint, picker.Ticket, error) {
 	r := requestFor(cl)
+	r.Class = cost
 	r.Exclude = exclude
 	for i := 0; i < 3; i++ {
 		tk, err := t.p.Pick(r)
