@@ -78,7 +78,8 @@
 // answers. A member the view has not yet heard from counts as a possible
 // learner: calls a learner refuses go to members known to be voters, and
 // while none is known during the first probe round, they wait for the
-// first one to answer. After that round, members whose probes failed may
+// first one to answer; streams (which live for minutes) wait for the whole
+// first round, so that no member is left out of them for good. After that round, members whose probes failed may
 // take them when no known voter is connected (they are most likely busy
 // voters). A call that a learner refuses and whose only possible members
 // are down waits for one (within its deadline); when every member of the

@@ -266,7 +266,9 @@ const (
 //     own error, as the stock client does.
 //
 // Until the first probe round is over, calls a learner refuses that find
-// no known voter wait; so do calls whose only possible members are down.
+// no known voter wait, and so do streams a learner refuses (a stream placed
+// then would leave the members not yet known out for its whole life);
+// calls whose only possible members are down wait too.
 func pickRouted(eng *picker.Picker, rt *router, class Class, kind picker.Kind, method string, mode override, mark *readMark) (t picker.Ticket, wait bool, err error) {
 	req := picker.Request{Kind: kind, Class: costClass(class, method, mark)}
 	if rt == nil {
@@ -303,6 +305,13 @@ func pickRouted(eng *picker.Picker, rt *router, class Class, kind picker.Kind, m
 	var role picker.Tags // members that could refuse the call for their role
 	if !learnerSafe {
 		role = TagLearner | TagUnverified
+	}
+	if role != 0 && kind == picker.Stream && rt.viewOn.Load() && !rt.settled.Load() {
+		// A stream lives for minutes: placed while only some members are
+		// known to be voters, it would leave the others out for good. The
+		// first round takes a round trip, or the probe timeout if a member
+		// does not answer.
+		return picker.Ticket{}, true, picker.ErrNoEligible
 	}
 	for _, ex := range [...]picker.Tags{tagDown | role | fresh, tagDown | role} {
 		req.Exclude = ex
