@@ -1,6 +1,7 @@
 package etcdbalance
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -11,10 +12,12 @@ import (
 	"google.golang.org/grpc/balancer/endpointsharding"
 	"google.golang.org/grpc/balancer/pickfirst"
 	"google.golang.org/grpc/channelz"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/grpclog"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/serviceconfig"
+	"google.golang.org/grpc/status"
 
 	"github.com/etcdbalance/etcdbalance-go/picker"
 )
@@ -78,7 +81,9 @@ type etcdBalancer struct {
 	// mu guards the fields below. Never hold mu while calling into child:
 	// the child calls back into UpdateState, which takes mu.
 	mu sync.Mutex
-	// engine is set by the first UpdateClientConnState and never changes.
+	// engine is set by the first UpdateClientConnState; it changes only when
+	// the registry moves the client's engine to or from this channel
+	// (switchEngine).
 	engine *picker.Picker
 	// entry is the registry entry engine belongs to; nil when the engine is
 	// this balancer's own.
@@ -110,23 +115,47 @@ func (b *etcdBalancer) UpdateClientConnState(s balancer.ClientConnState) error {
 		return nil
 	}
 	if b.engine == nil {
-		eng, e, err := reg.attach(cfg, b.channel, b.target)
+		eng, e, err := reg.attach(cfg, b)
 		if err != nil {
 			b.mu.Unlock()
 			logger.Errorf("%v", err)
 			return balancer.ErrBadResolverState
 		}
-		b.engine, b.entry = eng, e
-		if e != nil {
-			b.rt = e.rt
-			b.rt.bal.Store(b)
-		}
+		b.useLocked(eng, e)
 	}
-	known := b.engine.Endpoints()
-	if err := b.engine.SetEndpoints(addrs); err != nil {
+	if err := b.setEndpointsLocked(addrs); err != nil {
 		b.mu.Unlock()
 		logger.Errorf("etcdbalance: %v", err)
 		return balancer.ErrBadResolverState
+	}
+	b.mu.Unlock()
+
+	return b.child.UpdateClientConnState(balancer.ClientConnState{
+		// No BalancerConfig: it is ours, not pickfirst's. The health listener
+		// lets pickfirst children follow client-side health checks.
+		ResolverState: pickfirst.EnableHealthListener(s.ResolverState),
+	})
+}
+
+// useLocked makes eng (of entry e, nil for an engine of the balancer's
+// own) the engine that this balancer's pickers ask.
+func (b *etcdBalancer) useLocked(eng *picker.Picker, e *entry) {
+	if b.rt != nil {
+		b.rt.bal.CompareAndSwap(b, nil)
+	}
+	b.engine, b.entry, b.rt = eng, e, nil
+	if e != nil {
+		b.rt = e.rt
+		b.rt.bal.Store(b)
+	}
+}
+
+// setEndpointsLocked hands the engine the members of the last resolver
+// update, and tags them from the children's states.
+func (b *etcdBalancer) setEndpointsLocked(addrs []string) error {
+	known := b.engine.Endpoints()
+	if err := b.engine.SetEndpoints(addrs); err != nil {
+		return err
 	}
 	if b.rt != nil && b.rt.viewOn.Load() {
 		// A member new to the engine may be a learner: keep it out of what
@@ -141,13 +170,41 @@ func (b *etcdBalancer) UpdateClientConnState(s balancer.ClientConnState) error {
 	// New members stay out of the engine's choice until their child says
 	// READY.
 	b.setTagsLocked()
-	b.mu.Unlock()
+	return nil
+}
 
-	return b.child.UpdateClientConnState(balancer.ClientConnState{
-		// No BalancerConfig: it is ours, not pickfirst's. The health listener
-		// lets pickfirst children follow client-side health checks.
-		ResolverState: pickfirst.EnableHealthListener(s.ResolverState),
-	})
+// switchEngine moves the balancer to eng (of entry e, or its own when e is
+// nil): the registry has confirmed that this channel is the client's own
+// (adopt), or given the entry to that channel (disown). Calls in flight
+// finish on the engine that picked them.
+func (b *etcdBalancer) switchEngine(eng *picker.Picker, e *entry) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed || b.engine == eng {
+		return
+	}
+	b.useLocked(eng, e)
+	if err := b.setEndpointsLocked(b.addrs); err != nil {
+		logger.Errorf("etcdbalance: %v", err)
+	}
+	if len(b.ready) > 0 {
+		b.publishLocked()
+	}
+}
+
+// answerClaim serves the registry's claims (see registry.claim): a call
+// whose context carries one is never sent; it tells the registry which
+// balancer serves the channel it was made on.
+func (b *etcdBalancer) answerClaim(ctx context.Context) error {
+	if claims.Load() == 0 || ctx == nil {
+		return nil
+	}
+	c, _ := ctx.Value(claimKey{}).(*claim)
+	if c == nil {
+		return nil
+	}
+	reg.confirm(c, b)
+	return status.Error(codes.Aborted, "etcdbalance: claim answered")
 }
 
 // UpdateState receives endpointsharding's aggregate state. While any member
@@ -176,7 +233,7 @@ func (b *etcdBalancer) UpdateState(s balancer.State) {
 		if b.engine != nil {
 			b.setTagsLocked()
 		}
-		b.ClientConn.UpdateState(balancer.State{ConnectivityState: s.ConnectivityState, Picker: noReadyPicker{s.Picker}})
+		b.ClientConn.UpdateState(balancer.State{ConnectivityState: s.ConnectivityState, Picker: noReadyPicker{Picker: s.Picker, bal: b}})
 		return
 	}
 	b.setTagsLocked()
@@ -189,7 +246,7 @@ func (b *etcdBalancer) UpdateState(s balancer.State) {
 func (b *etcdBalancer) publishLocked() {
 	b.ClientConn.UpdateState(balancer.State{
 		ConnectivityState: connectivity.Ready,
-		Picker:            &grpcPicker{engine: b.engine, rt: b.rt, ready: b.ready, addrs: b.addrs},
+		Picker:            &grpcPicker{bal: b, engine: b.engine, rt: b.rt, ready: b.ready, addrs: b.addrs},
 	})
 }
 
@@ -240,7 +297,7 @@ func (b *etcdBalancer) Close() {
 	b.mu.Unlock()
 	b.child.Close()
 	if e != nil {
-		reg.detach(e)
+		reg.detach(e, b)
 	}
 }
 

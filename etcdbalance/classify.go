@@ -18,7 +18,7 @@ const (
 	// MemberList, Status, Alarm, LeaseTimeToLive, user and role lookups,
 	// and every method this package does not know. The zero value.
 	Other Class = iota
-	// Read is a Range.
+	// Read is a Range, or 3.7's RangeStream (a Range answered in chunks).
 	Read
 	// Write changes the keyspace, leases, membership or auth and goes
 	// through raft: Put, DeleteRange, Txn, Compact, LeaseGrant,
@@ -64,6 +64,7 @@ func (c Class) String() string {
 func Classify(method string) Class {
 	switch method {
 	case "/etcdserverpb.KV/Range",
+		methodRangeStream, // 3.7: a Range answered in chunks
 		"/v3electionpb.Election/Leader":
 		return Read
 

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"net/url"
 	"runtime"
 	"slices"
 	"strings"
@@ -11,6 +12,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/etcdbalance/etcdbalance-go/picker"
 )
@@ -32,13 +35,12 @@ func New(cfg clientv3.Config, opts ...Option) (*clientv3.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	if o.routing.viewInterval > 0 {
-		// Before dialling, so that the balancer marks every member
-		// unverified from the start.
-		e.rt.viewOn.Store(true)
-	}
 	ours := dialOptions(e.id, o.picker, &handle{id: e.id, e: e})
 	cfg.DialOptions = append(slices.Clip(cfg.DialOptions), ours...)
+	// clientv3.New authenticates, and may check the cluster's version, on
+	// its connections before it returns: the view starts after it, so
+	// nothing that New does waits for the view (which could not probe an
+	// auth-enabled cluster before the token exists anyway).
 	cli, err := clientv3.New(cfg)
 	if err != nil {
 		reg.release(e)
@@ -48,11 +50,12 @@ func New(cfg clientv3.Config, opts ...Option) (*clientv3.Client, error) {
 	// Close cancels the client's context first thing; the balancer, closed
 	// with the connection, holds the entry until it is gone.
 	context.AfterFunc(cli.Ctx(), func() { reg.release(e) })
-	// Build the balancer now, so that this channel owns the engine before
-	// any throwaway connection (Maintenance.Status and friends) dials with
-	// the same options. client/v3 3.7 dials with grpc.NewClient, which
-	// starts idle.
-	cli.ActiveConnection().Connect()
+	// Make sure the client's own channel owns the engine, whichever channel
+	// clientv3 dialled first; this also builds the balancer of a 3.7
+	// client, whose channel starts idle.
+	if !reg.claim(cli.ActiveConnection(), e) {
+		logger.Warningf("etcdbalance: the client's channel did not answer the balancer's claim; Stats and the cluster view may miss it")
+	}
 	if o.routing.viewInterval > 0 {
 		startView(cli.Ctx(), cli, e)
 	}
@@ -79,11 +82,13 @@ func New(cfg clientv3.Config, opts ...Option) (*clientv3.Client, error) {
 // linearizable one.
 //
 // Call DialOptions once per client: the options carry one engine, which
-// the first channel that uses them owns; other channels dialled with the
-// same options (clientv3's throwaway connections for Maintenance.Status
-// and friends) get engines of their own. The engine is freed once the
-// options and every ClientConn built with them are unreachable (closed
-// and garbage-collected); New frees it when the client closes.
+// the client's own channel owns (Attach, Stats and ClusterView confirm
+// which channel that is, should a throwaway channel that clientv3 dials
+// with the same options, for Maintenance.Status and friends, have come
+// first); other channels get engines of their own. The monotonic guard
+// keeps each client's revision apart even so. The engine is freed once the
+// options and every ClientConn built with them are unreachable (closed and
+// garbage-collected); New frees it when the client closes.
 //
 // If an option is invalid, dialling fails with an error that names it
 // ("grpc: the provided default service config is invalid: etcdbalance: ...").
@@ -126,15 +131,6 @@ type handle struct {
 	e  *entry // nil when the options were invalid
 }
 
-// streamInterceptor marks streams whose method Classify does not know, so
-// that the picker counts them as streams and not as requests in flight.
-func (h *handle) streamInterceptor(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
-	if Classify(method) == Other && (desc.ServerStreams || desc.ClientStreams) {
-		ctx = context.WithValue(ctx, streamKey{}, true)
-	}
-	return streamer(ctx, desc, cc, method, opts...)
-}
-
 type streamKey struct{}
 
 func isStream(ctx context.Context) bool {
@@ -143,18 +139,43 @@ func isStream(ctx context.Context) bool {
 
 // WithMember returns a context whose calls go to one member, whatever the
 // policy says: for diagnostics and per-member probes (Status, HashKV) on
-// the client's own connections. addr is the member's endpoint as given to
-// the client ("10.0.0.1:2379"; an "http://" or "https://" prefix is
-// ignored). A member the client does not know fails the call with
-// Unavailable; a known member that is not connected makes the call wait
-// for it, within the call's deadline. The call is still counted in the
-// member's statistics.
+// the client's own connections. addr is the member's endpoint in any form
+// the client accepts ("10.0.0.1:2379", "https://etcd-0:2379",
+// "unix:///run/etcd.sock") or as Stats reports it. A call pinned to an
+// address that is not one of the client's endpoints (or to "") fails at
+// once with InvalidArgument naming it; a known member that is not
+// connected makes the call wait for it, within the call's deadline. The
+// call is still counted in the member's statistics.
 func WithMember(ctx context.Context, addr string) context.Context {
-	if i := strings.Index(addr, "://"); i >= 0 {
-		addr = addr[i+3:]
-	}
 	pinsUsed.Store(true)
-	return context.WithValue(ctx, memberKey{}, addr)
+	return context.WithValue(ctx, memberKey{}, memberAddr(addr))
+}
+
+// memberAddr turns an endpoint as clientv3 accepts it into the address its
+// resolver gives grpc, which is how the balancer and the engine name the
+// member: the scheme of http(s) URLs goes, unix(s) endpoints become grpc's
+// unix addresses, anything else stays as it is. It is idempotent, so an
+// address that Stats reported maps to itself.
+func memberAddr(ep string) string {
+	for _, scheme := range [...]string{"unix", "unixs"} {
+		rest, ok := strings.CutPrefix(ep, scheme+":")
+		if !ok {
+			continue
+		}
+		if path, ok := strings.CutPrefix(rest, "//"); ok {
+			if strings.HasPrefix(path, "/") {
+				return "unix://" + path // absolute: unix:///run/etcd.sock
+			}
+			return "unix:" + path // etcd's relative form, unix://etcd.sock
+		}
+		return "unix:" + rest
+	}
+	if i := strings.Index(ep, "://"); i >= 0 {
+		if u, err := url.Parse(ep); err == nil && (u.Scheme == "http" || u.Scheme == "https") {
+			return u.Host
+		}
+	}
+	return ep
 }
 
 type memberKey struct{}
@@ -163,12 +184,31 @@ type memberKey struct{}
 // called once in the process.
 var pinsUsed atomic.Bool
 
+// pinnedMember returns the member a call is pinned to with WithMember;
+// ok with an empty address too, which checkPin refuses.
 func pinnedMember(ctx context.Context) (string, bool) {
 	if !pinsUsed.Load() || ctx == nil {
 		return "", false
 	}
 	s, ok := ctx.Value(memberKey{}).(string)
-	return s, ok && s != ""
+	return s, ok
+}
+
+// checkPin fails a call pinned to an address that is not one of the
+// client's members, before it is sent: grpc would rewrite a picker's
+// InvalidArgument to Internal, and clientv3 retries Unavailable.
+func (e *entry) checkPin(ctx context.Context) error {
+	pin, ok := pinnedMember(ctx)
+	if !ok {
+		return nil
+	}
+	if pin == "" {
+		return status.Error(codes.InvalidArgument, "etcdbalance: WithMember: empty member address")
+	}
+	if eps := e.engine.Endpoints(); !slices.Contains(eps, pin) {
+		return status.Errorf(codes.InvalidArgument, "etcdbalance: WithMember: %q is not one of the client's endpoints %q", pin, eps)
+	}
+	return nil
 }
 
 // MemberStats is the engine's view of one member of a client. Tags holds

@@ -40,8 +40,10 @@ import (
 //	ejectMax           duration longest ejection (30s)
 //	reshuffleInterval  duration reshuffle period (30s), or "off"
 //	reshuffleJitter    number   ± fraction of that period (0.2)
-//	avoidFactor        number   how much cheaper an avoided member must be (2;
-//	                            New and DialOptions write 16, DefaultAvoidFactor)
+//	avoidFactor        number   how much cheaper an avoided member must be (2)
+//	reserveRatio       number   how much slower every other member must be
+//	                            before a reserve (the leader, for reads)
+//	                            serves like any (1.5)
 //
 // Durations are strings in time.ParseDuration syntax ("250ms", "10s").
 // Unknown fields are rejected, so that a misspelt field is not silently
@@ -220,6 +222,7 @@ var configFields = []configField{
 	durationField("reshuffleInterval", true, func(c *picker.Config) *time.Duration { return &c.ReshuffleInterval }),
 	floatField("reshuffleJitter", func(c *picker.Config) *float64 { return &c.ReshuffleJitter }),
 	floatField("avoidFactor", func(c *picker.Config) *float64 { return &c.AvoidFactor }),
+	floatField("reserveRatio", func(c *picker.Config) *float64 { return &c.ReserveRatio }),
 }
 
 // clientField is the registry key; it is not part of picker.Config.
@@ -374,16 +377,15 @@ func WithReshuffle(interval time.Duration, jitter float64) Option {
 	return func(o *options) { o.picker.ReshuffleInterval, o.picker.ReshuffleJitter = interval, jitter }
 }
 
-// WithAvoidFactor sets how much more every eligible follower must cost
-// than the leader before a read goes to the leader anyway
-// (picker.Config.AvoidFactor; default DefaultAvoidFactor, 16, which says
-// why; must be ≥ 1). Cost is latency × (calls in flight + 1): under steady
-// load the leader's share of reads is about r / (f·n + r) for n followers
-// whose latency is r times the leader's. Infinity is not allowed; to keep
-// reads off the leader whenever a follower is up, use a large factor such
-// as 1e9. It matters only while follower reads are on (WithFollowerReads)
-// and a leader is known (WithClusterView).
-func WithAvoidFactor(f float64) Option { return func(o *options) { o.picker.AvoidFactor = f } }
+// WithReserveRatio sets how much slower every eligible follower must be
+// than the leader, by the engine's latency estimate for the call's class,
+// before reads go to the leader as to any member (picker.Config.ReserveRatio;
+// default picker.DefaultReserveRatio, 1.5; must be ≥ 1). Until then the
+// leader, which carries every write and all replication, serves only a
+// probe now and then, to keep its estimate fresh. It matters only while
+// follower reads are on (WithFollowerReads) and a leader is known
+// (WithClusterView).
+func WithReserveRatio(r float64) Option { return func(o *options) { o.picker.ReserveRatio = r } }
 
 // WithPickerConfig replaces the whole engine configuration, Clock and Rand
 // included (for simulations and tests); options after it still apply. The
@@ -424,8 +426,8 @@ func WithLeaderWrites(on bool) Option { return func(o *options) { o.routing.lead
 
 // WithFollowerReads switches leader avoidance for reads (Range) on or off;
 // default on. On, a read goes to a follower unless every eligible follower
-// costs more than WithAvoidFactor times the leader, or none is eligible:
-// the leader already carries every write and all replication. Off, reads
+// is slower than the leader by WithReserveRatio, or none is eligible: the
+// leader already carries every write and all replication. Off, reads
 // are spread over every eligible member, the leader included.
 func WithFollowerReads(on bool) Option { return func(o *options) { o.routing.followerReads = on } }
 
@@ -469,9 +471,6 @@ func applyOptions(opts []Option) (options, error) {
 		if opt != nil {
 			opt(&o)
 		}
-	}
-	if o.picker.AvoidFactor == 0 {
-		o.picker.AvoidFactor = DefaultAvoidFactor
 	}
 	return o, validate(o.picker)
 }

@@ -93,7 +93,7 @@ func TestOptionsEncodeAndParse(t *testing.T) {
 		WithFailurePenalty(time.Second),
 		WithEjection(-1, 0, 0),
 		WithReshuffle(10*time.Second, 0.5),
-		WithAvoidFactor(4),
+		WithReserveRatio(4),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -114,7 +114,7 @@ func TestOptionsEncodeAndParse(t *testing.T) {
 		MinSampleWeight: 0.2, PeakStep: -1,
 		IdleGrace: 2 * time.Second, IdleDecay: -1, DefaultRTT: 5 * time.Millisecond,
 		SlowStart: -1, FailurePenalty: time.Second, EjectAfter: -1,
-		ReshuffleInterval: 10 * time.Second, ReshuffleJitter: 0.5, AvoidFactor: 4,
+		ReshuffleInterval: 10 * time.Second, ReshuffleJitter: 0.5, ReserveRatio: 4,
 	}
 	if cfg.Client != "id-1" || cfg.Picker != want {
 		t.Errorf("parsed back %+v\nwant client id-1 and %+v", *cfg, want)
@@ -137,8 +137,8 @@ func TestOptionValidation(t *testing.T) {
 		{"failure penalty", WithFailurePenalty(-1), "FailurePenalty -1ns must be positive"},
 		{"eject max", WithEjection(3, 10*time.Second, time.Second), "EjectMax 1s is shorter than EjectBase 10s"},
 		{"jitter", WithReshuffle(time.Second, 1.5), "ReshuffleJitter 1.5"},
-		{"avoid NaN", WithAvoidFactor(math.NaN()), "NaN"},
-		{"avoid small", WithAvoidFactor(0.5), "AvoidFactor 0.5"},
+		{"reserve NaN", WithReserveRatio(math.NaN()), "NaN"},
+		{"reserve small", WithReserveRatio(0.5), "ReserveRatio 0.5"},
 		{"peak step", WithSampleWeighting(0, 1), "PeakStep 1"},
 		{"sample weight", WithSampleWeighting(1, 0), "MinSampleWeight 1"},
 		{"picker config", WithPickerConfig(picker.Config{EjectBase: -time.Second}), "EjectBase -1s must be positive"},

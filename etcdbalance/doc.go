@@ -52,29 +52,57 @@
 //	  Compact, LeaseGrant, LeaseRevoke,
 //	  member/auth changes, MoveLeader)
 //	linearizable Range (the default Get)  voting members                    followers; the leader only if
-//	                                                                        every follower costs 16× more,
-//	                                                                        or no follower is up
+//	                                                                        every follower is 1.5× slower
+//	                                                                        for the call's class, or no
+//	                                                                        follower is up (and a probe
+//	                                                                        now and then)
 //	serializable Range                    voting members and learners, but  as linearizable Range
 //	                                      not members lagging > 1000
 //	                                      entries, nor members known to be
 //	                                      behind the client's revision
+//	RangeStream (3.7)                     voting members, not lagging nor   followers
+//	                                      behind
 //	Watch, LeaseKeepAlive, Lock,          voting members                    fewest open streams
 //	  Campaign, Observe
-//	Status, Snapshot                      every member, learners too        cheapest
-//	other (MemberList, LeaseTimeToLive,   voting members                    cheapest
-//	  HashKV, Alarm, auth lookups, ...)
+//	Snapshot                              voting members, not lagging nor   fewest open streams
+//	                                      behind (a backup misses nothing)
+//	Status                                every member, learners too        cheapest
+//	other (Authenticate, MemberList,      voting members                    cheapest
+//	  LeaseTimeToLive, HashKV, Alarm,
+//	  auth lookups, ...)
 //
 // Learners are kept out of every call that etcd refuses on a learner
-// (anything but Status, serializable Range and Snapshot), whatever the
-// options. A member is a learner, a leader or lagging as of the cluster
-// view's last probe round that it answered. A member the view has not yet
-// heard from counts as a possible learner: calls a learner refuses avoid
-// it while some voting member is known, and at start they wait (within
-// their deadline) for the first answer from a voting member, rather than
-// risk a learner. When no member qualifies, the rules relax one step at a
-// time (unverified members, then lagging and behind ones) rather than
-// fail; but a call that learners refuse waits (within its deadline) for a
-// voting member rather than go to a learner.
+// (anything but Status and serializable Range), whatever the options. A
+// member is a learner, a leader or lagging as of the cluster view's last
+// probe round that it answered; its role is recorded as soon as its probe
+// answers. A member the view has not yet heard from counts as a possible
+// learner: calls a learner refuses go to members known to be voters, and
+// while none is known during the first probe round, they wait for the
+// first one to answer. After that round, members whose probes failed may
+// take them when no known voter is connected (they are most likely busy
+// voters). A call that a learner refuses and whose only possible members
+// are down waits for one (within its deadline); when every member of the
+// client is a learner, no member may ever serve it, so it goes to one,
+// which refuses it at once with etcd's "rpc not supported for learner", as
+// with stock clientv3. Lagging and behind members are relaxed into
+// serializable reads when no other member is connected: a stale answer
+// beats none, and the guard re-checks it.
+//
+// Nothing that clientv3.New does itself (Authenticate, with Username and
+// Password; the version check, with RejectOldCluster) waits for the view,
+// which starts once clientv3.New has returned: such calls are spread by
+// load alone, as stock spreads them.
+//
+// # Auth and TLS
+//
+// Username/Password and TLS client certificates (the CommonName as the
+// user) work as with clientv3.New: the token that clientv3 fetches rides
+// on every call of the connection, the view's probes included, and
+// clientv3 refreshes it when it expires. Channels that clientv3 dials
+// besides the client's own (Maintenance.Status(ctx, endpoint) and
+// friends, 3.7's version check) get engines of their own: the client's
+// engine, its statistics and its view always describe the client's own
+// channel (see registry.go for how it is told apart).
 //
 // Per call, through the context: WithLeader sends a call to the leader
 // (when known and connected), WithAnyMember drops the preferences and the
@@ -124,7 +152,19 @@
 // at the revision the caller asks for); the headers of other calls
 // (leases, members, maintenance) carry the revision of whichever member
 // answered and are not checked, though they count as observed; clients do
-// not share what they have seen.
+// not share what they have seen, even when built from one DialOptions
+// value. A serializable RangeStream (3.7) learns its revision only with
+// its last chunk: if that is below the floor, the stream ends with an
+// Unavailable error instead of its end, and the member is held out as
+// below.
+//
+// A write or a linearizable read answered below the revision the client
+// had seen when it started proves that the cluster's revision went back (a
+// restore from an older snapshot, or endpoints that now reach another
+// cluster): the guard then restarts from that revision, logs a warning
+// through grpclog and counts it (GuardStats.Resets), so a restore costs at
+// most the re-issues of the reads in flight, never a re-issue per read
+// forever.
 //
 // How: a chained unary interceptor (grpc.WithChainUnaryInterceptor, so
 // that etcd's retry interceptor stays in place) records the highest header
@@ -157,8 +197,8 @@
 //	---------------------------------------  -------------------------  --------------------------
 //	cluster view (leader, learners, lag)     on, every 1s ± 20%         WithClusterView(-1) off
 //	writes to the leader                     on                         WithLeaderWrites(false)
-//	reads to the followers                   on, leader if 16× cheaper  WithFollowerReads(false),
-//	                                                                    WithAvoidFactor(f)
+//	reads to the followers                   on, leader if followers    WithFollowerReads(false),
+//	                                         1.5× slower                WithReserveRatio(r)
 //	serializable reads on learners           on, when caught up         WithLearnerReads(false)
 //	lagging members kept out of ser. reads   on, > 1000 entries         WithLagThreshold(-1) off
 //	monotonic reads                          on                         WithMonotonicReads(false)
@@ -200,13 +240,17 @@
 // engine for a member among those whose connection is READY, by the rules
 // above (picker.Request's Exclude, Prefer and Avoid over the view's tags),
 // and hands the call to that member's child. When the call ends, its
-// outcome goes back to the engine: success, or an error that blames the
-// member (Unavailable: Failed; DeadlineExceeded: charged at least the
-// call's deadline), or one that does not (Canceled; application errors
-// such as NotFound or a failed compare count as answers). Streams (Watch,
-// LeaseKeepAlive, Snapshot) are spread by their own count and are done
-// when the stream ends. Client.SetEndpoints and Client.Sync change the
-// member set at runtime, on the same connection.
+// outcome goes back to the engine: success; an error that blames the
+// member (Unavailable, ResourceExhausted "too many requests", Internal,
+// Unknown: charged as a slow sample, and counted toward ejection, so that
+// a leader that refuses every write stops being preferred until it
+// answers again and followers forward the writes); DeadlineExceeded,
+// charged at least the call's deadline; or an error that does not blame
+// it (Canceled; application answers such as NotFound, a failed compare,
+// auth errors). memberFault in picker.go holds the full table. Streams
+// (Watch, LeaseKeepAlive, Snapshot) are spread by their own count and are
+// done when the stream ends. Client.SetEndpoints and Client.Sync change
+// the member set at runtime, on the same connection.
 //
 // While no member is READY, calls wait for one (clientv3 makes every call
 // WaitForReady), except when the members' TLS certificates do not verify:

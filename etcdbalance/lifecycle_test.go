@@ -3,6 +3,8 @@ package etcdbalance
 import (
 	"context"
 	"errors"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"runtime"
 	"testing"
 	"time"
@@ -66,12 +68,11 @@ func TestClientLifecycle(t *testing.T) {
 				}
 			}
 		}
-		// An unknown member fails the call (after clientv3's retries of a
-		// Range on Unavailable).
+		// An unknown member fails the call at once, naming the address.
 		gctx, cancel := context.WithTimeout(WithMember(ctx, "127.0.0.1:1"), 10*time.Second)
 		defer cancel()
-		if _, err := cli.Get(gctx, "pin"); err == nil || !errorContains(err, "not among the client's endpoints") {
-			t.Errorf("Get pinned to an unknown member: %v, want an error that says so", err)
+		if _, err := cli.Get(gctx, "pin"); status.Code(err) != codes.InvalidArgument || !errorContains(err, `"127.0.0.1:1" is not one of the client's endpoints`) {
+			t.Errorf("Get pinned to an unknown member: %v, want InvalidArgument naming it", err)
 		}
 	})
 

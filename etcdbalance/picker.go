@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -23,6 +24,7 @@ import (
 // Pick from any number of goroutines; the engine does its own
 // synchronisation.
 type grpcPicker struct {
+	bal    *etcdBalancer
 	engine *picker.Picker
 	rt     *router                    // routing rules; nil: plain load-aware choice
 	ready  map[string]balancer.Picker // READY children by member address
@@ -30,6 +32,9 @@ type grpcPicker struct {
 }
 
 func (p *grpcPicker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
+	if err := p.bal.answerClaim(info.Ctx); err != nil {
+		return balancer.PickResult{}, err
+	}
 	class := Classify(info.FullMethodName)
 	kind := class.Kind()
 	if class == Other && isStream(info.Ctx) {
@@ -45,6 +50,7 @@ func (p *grpcPicker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	if pin, ok := pinnedMember(info.Ctx); ok {
 		if _, ready := p.ready[pin]; !ready {
 			if !slices.Contains(p.addrs, pin) {
+				// checkPin let it through, so the member left the set since.
 				return balancer.PickResult{}, status.Errorf(codes.Unavailable, "etcdbalance: member %q is not among the client's endpoints", pin)
 			}
 			// Known but not connected: wait for the next picker (bounded
@@ -100,9 +106,13 @@ func (p *grpcPicker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 // which clientv3 returns after its usual retries of a Range.
 type noReadyPicker struct {
 	balancer.Picker
+	bal *etcdBalancer
 }
 
 func (p noReadyPicker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
+	if err := p.bal.answerClaim(info.Ctx); err != nil {
+		return balancer.PickResult{}, err
+	}
 	res, err := p.Picker.Pick(info)
 	if err != nil && isCertificateError(err) {
 		return res, status.Error(codes.Unavailable, err.Error())
@@ -161,42 +171,67 @@ func (r *callRecord) finish(info balancer.DoneInfo) {
 	}
 }
 
-// outcome maps how a call ended to what it says about the member:
-//
-//   - no error, but nothing was received: the call never ran (grpc found
-//     the connection gone after the pick and picks again): Canceled, so
-//     that it is neither a sample nor a blame;
-//   - no error: OK;
-//   - Unavailable (refused, reset, closing, "no leader"): Failed;
-//   - DeadlineExceeded: DeadlineExceeded, charged at least the call's
-//     deadline;
-//   - Canceled: Canceled (the caller gave up);
-//   - any other code (NotFound, FailedPrecondition, a failed compare…): OK,
-//     the member answered.
+// outcome maps how a call ended to what it says about the member. A call
+// that ended without error but received nothing never ran (grpc found the
+// connection gone after the pick and picks again): Canceled, neither a
+// sample nor a blame. Errors go by memberFault.
 func outcome(info balancer.DoneInfo, timeout time.Duration) picker.Outcome {
 	err := info.Err
-	if err == nil {
-		if !info.BytesReceived {
-			return picker.Outcome{Result: picker.Canceled}
-		}
-		return picker.Outcome{}
-	}
-	var code codes.Code
 	switch {
-	case errors.Is(err, context.DeadlineExceeded):
-		code = codes.DeadlineExceeded
-	case errors.Is(err, context.Canceled):
-		code = codes.Canceled
-	default:
-		code = status.Code(err)
-	}
-	switch code {
-	case codes.Unavailable:
-		return picker.Outcome{Result: picker.Failed}
-	case codes.DeadlineExceeded:
-		return picker.Outcome{Result: picker.DeadlineExceeded, Timeout: timeout}
-	case codes.Canceled:
+	case err == nil && !info.BytesReceived:
 		return picker.Outcome{Result: picker.Canceled}
+	case err == nil:
+		return picker.Outcome{}
+	case errors.Is(err, context.DeadlineExceeded) || status.Code(err) == codes.DeadlineExceeded:
+		return picker.Outcome{Result: picker.DeadlineExceeded, Timeout: timeout}
+	case errors.Is(err, context.Canceled) || status.Code(err) == codes.Canceled:
+		return picker.Outcome{Result: picker.Canceled}
+	case memberFault(err):
+		return picker.Outcome{Result: picker.Failed}
 	}
-	return picker.Outcome{}
+	return picker.Outcome{} // an answer: the member did its job
+}
+
+// memberFault reports whether an error blames the member that returned it:
+// such a call is charged as a slow sample, counts toward ejection (so a
+// write-preferred leader that keeps failing stops being preferred until it
+// answers again), and its retries go elsewhere. Any other error is an
+// answer: the member did its job, the caller or the data made the call
+// fail.
+//
+//	code                 etcd or grpc text                         whose fault
+//	-------------------  ----------------------------------------  ---------------------------------
+//	Unavailable          "no leader", "leader changed", "request   member: it cannot serve now
+//	                     timed out", connection refused or reset
+//	ResourceExhausted    "etcdserver: too many requests"           member: its apply lags its commit
+//	                                                               by 5000 entries (defrag, slow disk)
+//	ResourceExhausted    "grpc: received message larger than       caller: its own message limits
+//	                     max", "trying to send message larger"
+//	ResourceExhausted    "etcdserver: mvcc: database space         cluster: the NOSPACE alarm holds on
+//	                     exceeded"                                 every member; moving does not help
+//	Internal             grpc: malformed frame, stream reset with  member: its transport or its
+//	                     an internal error, a decoding failure     process misbehaved
+//	Unknown              an error the server did not map to a      member: etcd maps every error it
+//	                     status (a bug, a panic in a handler)      means to return
+//	DeadlineExceeded     the call's deadline passed                charged the deadline (picker)
+//	Canceled             the caller gave up                        nobody
+//	InvalidArgument,     bad request, key not found, failed        caller or data: an answer
+//	NotFound, Already-   precondition ("rpc not supported for
+//	Exists, Failed-      learner" included: the member's role,
+//	Precondition,        which the routing handles, not its
+//	PermissionDenied,    health), auth errors, compacted
+//	Unauthenticated,     revision, and the rest
+//	OutOfRange, ...
+func memberFault(err error) bool {
+	st, ok := status.FromError(err)
+	if !ok {
+		return false
+	}
+	switch st.Code() {
+	case codes.Unavailable, codes.Internal, codes.Unknown:
+		return true
+	case codes.ResourceExhausted:
+		return strings.Contains(st.Message(), "too many requests")
+	}
+	return false
 }

@@ -297,7 +297,7 @@ func TestNoReadyPicker(t *testing.T) {
 		{"hostname", fmt.Errorf("handshake: %w", x509.HostnameError{Host: "db.example"}), codes.Unavailable},
 	}
 	for _, c := range cases {
-		p := noReadyPicker{&childPicker{err: c.child}}
+		p := noReadyPicker{Picker: &childPicker{err: c.child}}
 		_, err := p.Pick(balancer.PickInfo{})
 		if c.wantCode == codes.OK {
 			if err != c.child {

@@ -1,11 +1,14 @@
 package etcdbalance
 
 import (
+	"context"
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/channelz"
 
 	"github.com/etcdbalance/etcdbalance-go/picker"
@@ -27,12 +30,17 @@ import (
 //     (every ClientConn built with them has been closed and collected);
 //   - the balancer attached to it, if any.
 //
-// Only one ClientConn may use an entry's engine: the first whose balancer
-// attaches becomes its owner (identified by its channelz entry, which stays
-// the same for the channel's whole life, across idle). Balancers of other
-// channels built from the same options (clientv3's Maintenance.Status and
-// friends dial a throwaway connection with the client's dial options) get
-// an engine of their own, so they never overwrite the owner's endpoint set.
+// Only one channel may use an entry's engine: the client's own. clientv3
+// also dials throwaway channels with the client's dial options and the
+// same target (Maintenance.Status and friends, and 3.7's version check
+// before the client's own channel has left idle), and nothing a balancer
+// is given tells the two apart. So ownership is first provisional: the
+// first channel whose balancer attaches owns the entry, and another takes
+// it over once the owner's balancer has closed. It is confirmed by a
+// claim (see claim) made on cli.ActiveConnection(), the client's own
+// channel: New makes it before it returns, Attach, Stats and ClusterView
+// when they first see the client. From then on, balancers of other
+// channels get engines of their own.
 type registry struct {
 	mu       sync.Mutex // guards the maps and the entries' fields marked so
 	byID     map[string]*entry
@@ -46,14 +54,16 @@ type entry struct {
 	id     string
 	cfg    picker.Config
 	engine *picker.Picker
-	rt     *router // routing rules, cluster view and guard of this engine
+	rt     *router // routing rules and cluster view of this engine
+	guards guards  // monotonic-read state, one per client
 
 	// Guarded by registry.mu.
-	held     bool                // the client handle still exists
-	attached bool                // a balancer of the owner channel is live
-	owner    channelz.Identifier // the channel using the engine; nil until one attaches
-	target   string              // owner's target, key in byTarget; "" until attached
-	client   *clientv3.Client    // key in byClient, for New
+	held      bool                // the client handle still exists
+	bal       *etcdBalancer       // the owner's live balancer; nil when none
+	owner     channelz.Identifier // the channel using the engine; nil until one attaches
+	confirmed bool                // owner was claimed as the client's own channel
+	target    string              // owner's target, key in byTarget; "" until attached
+	client    *clientv3.Client    // key in byClient, for New
 }
 
 var reg = &registry{
@@ -104,21 +114,13 @@ func (r *registry) release(e *entry) {
 	r.maybeFreeLocked(e)
 }
 
-// attach returns the engine a balancer of channel ch (with canonical target
-// target) is to use for cfg, and the entry it attached to, or nil when the
-// engine is the balancer's own.
-func (r *registry) attach(cfg *LBConfig, ch channelz.Identifier, target string) (*picker.Picker, *entry, error) {
+// attach returns the engine balancer b is to use for cfg, and the entry it
+// attached to, or nil when the engine is the balancer's own.
+func (r *registry) attach(cfg *LBConfig, b *etcdBalancer) (*picker.Picker, *entry, error) {
 	r.mu.Lock()
 	e := r.byID[cfg.Client]
-	if e != nil && !e.attached && (e.owner == nil || e.owner == ch) {
-		e.attached = true
-		if e.owner == nil {
-			e.owner = ch
-			if _, taken := r.byTarget[target]; !taken {
-				e.target = target
-				r.byTarget[target] = e
-			}
-		}
+	if e != nil && (e.owner == b.channel || (e.bal == nil && !e.confirmed)) {
+		r.ownLocked(e, b)
 		r.mu.Unlock()
 		return e.engine, e, nil
 	}
@@ -134,16 +136,35 @@ func (r *registry) attach(cfg *LBConfig, ch channelz.Identifier, target string) 
 	return eng, nil, nil
 }
 
-// detach is called when the attached balancer closes.
-func (r *registry) detach(e *entry) {
+// ownLocked makes b's channel the owner of e, and b its live balancer.
+func (r *registry) ownLocked(e *entry, b *etcdBalancer) {
+	e.bal = b
+	if e.owner == b.channel {
+		return
+	}
+	e.owner = b.channel
+	if e.target != "" && r.byTarget[e.target] == e {
+		delete(r.byTarget, e.target)
+	}
+	e.target = ""
+	if _, taken := r.byTarget[b.target]; !taken {
+		e.target = b.target
+		r.byTarget[b.target] = e
+	}
+}
+
+// detach is called when balancer b closes.
+func (r *registry) detach(e *entry, b *etcdBalancer) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	e.attached = false
+	if e.bal == b {
+		e.bal = nil
+	}
 	r.maybeFreeLocked(e)
 }
 
 func (r *registry) maybeFreeLocked(e *entry) {
-	if e.held || e.attached {
+	if e.held || e.bal != nil {
 		return
 	}
 	if r.byID[e.id] == e {
@@ -168,4 +189,67 @@ func (r *registry) lookup(cli *clientv3.Client) *entry {
 		return r.byTarget[conn.CanonicalTarget()]
 	}
 	return nil
+}
+
+// A claim is a call made on a client's own channel only to learn which
+// balancer serves that channel: whichever of our pickers sees it confirms
+// its balancer as the owner of the entry and fails the call, so it is
+// never sent. grpc offers no other way to connect a *grpc.ClientConn with
+// the balancer inside it.
+type claim struct {
+	e        *entry
+	answered bool // set by the picker; read after the call returns
+}
+
+type claimKey struct{}
+
+// claims counts claims in flight, so that picks look into their context
+// only while one is.
+var claims atomic.Int64
+
+// claimWait bounds a claim: it needs no server, only a picker, which a
+// channel publishes as soon as its balancer is built.
+const claimWait = 10 * time.Second
+
+// claim confirms conn (a client's own channel) as the owner of e, moving
+// the engine to its balancer if another channel held it. It reports whether
+// one of our balancers answered: false means conn does not use e's
+// balancer.
+func (r *registry) claim(conn *grpc.ClientConn, e *entry) bool {
+	r.mu.Lock()
+	done := e.confirmed
+	r.mu.Unlock()
+	if done {
+		return true
+	}
+	c := &claim{e: e}
+	ctx, cancel := context.WithTimeout(context.WithValue(context.Background(), claimKey{}, c), claimWait)
+	defer cancel()
+	claims.Add(1)
+	defer claims.Add(-1)
+	// A stream, because clientv3's unary retry interceptor logs every
+	// failed attempt as a warning and its stream interceptor does not. The
+	// method is one that changes nothing, should the call ever be sent.
+	if s, err := conn.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true}, methodStatus); err == nil {
+		_ = s.CloseSend()
+	}
+	return c.answered
+}
+
+// confirm is a claim's answer from balancer b.
+func (r *registry) confirm(c *claim, b *etcdBalancer) {
+	e := c.e
+	r.mu.Lock()
+	prev := e.bal
+	r.ownLocked(e, b)
+	e.confirmed = true
+	r.mu.Unlock()
+	c.answered = true
+	if prev != nil && prev != b {
+		eng, err := picker.New(e.cfg)
+		if err == nil { // validated when e was made
+			prev.switchEngine(eng, nil)
+		}
+	}
+	b.switchEngine(e.engine, e)
 }

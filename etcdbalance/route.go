@@ -62,24 +62,6 @@ const (
 	DefaultLagThreshold = 1000
 )
 
-// DefaultAvoidFactor is the AvoidFactor (picker.Config) that New and
-// DialOptions use unless WithAvoidFactor says otherwise: the leader takes
-// a read only when every eligible follower costs 16 times as much as it.
-//
-// The engine's own default, 2, lets the leader take far too many reads.
-// Cost is latency × (calls in flight + 1), so under steady load the leader
-// settles where a follower's cost is f times its own; with n followers and
-// a follower/leader latency ratio r, the leader's share of reads is then
-// about r / (f·n + r). On a 3-member cluster (n = 2), 16 reads in flight,
-// measured in TestSpread: f = 2 gave the leader 20% of serializable and 38%
-// of linearizable reads (r is larger there, since a follower's
-// linearizable read waits for a ReadIndex round trip to the leader); f = 4
-// gave 10% and 21%; f = 8 gave 0–6% and 2–15%; f = 16 gave 0–1% of
-// both. The leader still takes reads when the followers are really in
-// trouble: stalled (a black-holed follower's cost grows with the age of
-// its stall), far slower, or all ejected or down.
-const DefaultAvoidFactor = 16.0
-
 // routing is the cluster-aware part of a client's configuration. Every
 // rule can be switched off; the zero value switches all of them off, and
 // defaultRouting switches them on.
@@ -111,20 +93,18 @@ func defaultRouting() routing {
 }
 
 // router is the shared routing state of one registered engine: the
-// settings, whether a view runs, and the monotonic guard's counters. The
-// grpcPicker reads it on every pick; it holds no lock.
+// settings and whether a view runs. The grpcPicker reads it on every pick;
+// it holds no lock.
 type router struct {
 	set    routing
 	engine *picker.Picker
 
-	// viewOn is set once a view has been asked for (New, Attach), before
-	// it has answered anything. From then on, members the balancer adds are
-	// TagUnverified until a probe answers.
+	// viewOn is set while a view runs (from startView to its stop). While
+	// it is, members are TagUnverified until a probe answers.
 	viewOn atomic.Bool
-	// settled is set once a probe has found a voting member, or the first
-	// round has ended whatever it found. Until then, calls that a learner
-	// would refuse wait for the view rather than risk a member whose role
-	// is unknown.
+	// settled is set once the view's first probe round is over. Until then,
+	// calls that a learner would refuse and that find no member known to be
+	// a voter wait for the view rather than risk one whose role is unknown.
 	settled atomic.Bool
 	// view is the running view, nil until one starts.
 	view atomic.Pointer[view]
@@ -132,13 +112,6 @@ type router struct {
 	// when calls are waiting for the view; nil while none is.
 	bal atomic.Pointer[etcdBalancer]
 
-	// The monotonic guard.
-	maxRev         atomic.Int64 // highest response revision seen
-	stale          atomic.Int64 // serializable reads answered below the floor
-	retryElsewhere atomic.Int64 // re-issued to another member
-	retryLeader    atomic.Int64 // re-issued to the leader
-	retryLinear    atomic.Int64 // re-issued as linearizable
-	unfixed        atomic.Int64 // still below the floor after every retry
 	// behindExpiry is the earliest end of a TagBehind hold, in Unix
 	// nanoseconds; 0 when no member is held.
 	behindExpiry atomic.Int64
@@ -173,29 +146,11 @@ func newRouter(set routing, eng *picker.Picker) *router {
 	return &router{set: set, engine: eng}
 }
 
-// settle records that calls need not wait for the view any more, and
-// wakes the ones that do.
-func (rt *router) settle() {
-	if rt.settled.CompareAndSwap(false, true) {
-		rt.kick()
-	}
-}
-
 // kick makes the attached balancer publish a new picker, so that calls
 // waiting for one (balancer.ErrNoSubConnAvailable) are picked again.
 func (rt *router) kick() {
 	if b := rt.bal.Load(); b != nil {
 		b.republish()
-	}
-}
-
-// observe raises the highest revision seen to rev.
-func (rt *router) observe(rev int64) {
-	for {
-		cur := rt.maxRev.Load()
-		if rev <= cur || rt.maxRev.CompareAndSwap(cur, rev) {
-			return
-		}
 	}
 }
 
@@ -245,14 +200,18 @@ func overrideOf(ctx context.Context) override {
 	return o
 }
 
-// readMark is put into the context of a serializable Range by the unary
-// interceptor: PickInfo carries the method, not the request, so this is
-// how the picker tells a serializable read from a linearizable one. The
-// picker writes the member it picked into addr, for the monotonic guard.
-// grpc picks in the calling goroutine, before the call returns, so the
-// interceptor reads addr after the invoker returns without a race.
+// readMark is put into the context of a serializable Range (serial), of a
+// Range over a range of keys (ranged) and of a RangeStream by the
+// interceptors: PickInfo carries the method, not the request, so this is
+// how the picker tells a serializable read from a linearizable one, and a
+// List from the read of one key. The picker writes the member it picked into addr, for
+// the monotonic guard. grpc picks in the calling goroutine, before the call
+// returns (a stream: before the streamer returns), so the interceptor
+// reads addr afterwards without a race.
 type readMark struct {
 	addr   string
+	serial bool // a serializable Range: learners and lagging members are told apart
+	ranged bool // a Range with a range_end: judged by the engine's range estimate
 	leader bool // the guard's second retry: the leader only
 }
 
@@ -272,30 +231,53 @@ type probeKey struct{}
 
 func isProbe(ctx context.Context) bool { return ctx.Value(probeKey{}) != nil }
 
-// Methods learners serve besides serializable Range (etcd's
-// isRPCSupportedForLearner and its stream interceptor).
+// methodStatus is the one call besides serializable Range that learners
+// serve (etcd's isRPCSupportedForLearner). Snapshot is a stream learners
+// serve too, but a backup from a learner, or from any member that lags,
+// can miss recent writes: it goes to caught-up voting members.
 const (
 	methodStatus   = "/etcdserverpb.Maintenance/Status"
 	methodSnapshot = "/etcdserverpb.Maintenance/Snapshot"
+	// methodRangeStream is 3.7's chunked Range. The request is sent after
+	// the pick, so whether it is serializable is not known when it is
+	// routed: it gets the lag exclusion either way (a lagging member would
+	// make a linearizable one wait for its apply too), and it is a stream
+	// to etcd, which learners refuse.
+	methodRangeStream = "/etcdserverpb.KV/RangeStream"
 )
 
 // pickRouted asks the engine for a member for one call, by the routing
-// rules (see the package doc), relaxing them step by step when no member
-// qualifies, so that a call waits only when no member that could serve it
-// is connected. Learners are never relaxed into what they refuse: such a
-// call waits for a voting member (within its deadline) instead, since a
-// learner would fail it. It allocates nothing. wait is true when the call
-// must wait for the view (balancer.ErrNoSubConnAvailable).
+// rules (see the package doc). It allocates nothing. wait is true when the
+// call must wait for a new picker (balancer.ErrNoSubConnAvailable): the
+// view has not yet told which members are voters, or the only members that
+// may serve the call are not connected.
+//
+// The exclusion steps, strictest first, relax only what is safe to relax:
+//
+//  1. connected members, not lagging or behind (serializable reads), and
+//     for calls a learner refuses only members known to be voters;
+//  2. the same, lagging and behind ones allowed: a stale answer beats none
+//     (the guard re-checks it);
+//  3. calls a learner refuses, once the first probe round is over: members
+//     whose role is still unknown (their probes failed, so they are most
+//     likely voters that are busy or that the client reaches badly);
+//  4. calls a learner refuses, when no member of the set can be anything
+//     but a learner: a learner, which refuses the call at once with etcd's
+//     own error, as the stock client does.
+//
+// Until the first probe round is over, calls a learner refuses that find
+// no known voter wait; so do calls whose only possible members are down.
 func pickRouted(eng *picker.Picker, rt *router, class Class, kind picker.Kind, method string, mode override, mark *readMark) (t picker.Ticket, wait bool, err error) {
+	req := picker.Request{Kind: kind, Class: costClass(class, method, mark)}
 	if rt == nil {
-		t, err = eng.Pick(picker.Request{Kind: kind, Exclude: tagDown})
+		req.Exclude = tagDown
+		t, err = eng.Pick(req)
 		return t, false, err
 	}
 	set := &rt.set
-	serial := mark != nil
-	learnerSafe := (serial && set.learnerReads) || method == methodStatus || method == methodSnapshot
+	serial := mark != nil && mark.serial
+	learnerSafe := (serial && set.learnerReads) || method == methodStatus
 
-	req := picker.Request{Kind: kind}
 	switch {
 	case mode == overrideLeader || (mark != nil && mark.leader):
 		req.Prefer = TagLeader
@@ -303,44 +285,66 @@ func pickRouted(eng *picker.Picker, rt *router, class Class, kind picker.Kind, m
 	case class == Write && set.leaderWrites:
 		req.Prefer = TagLeader
 	case class == Read && set.followerReads:
-		req.Avoid = TagLeader
+		// The leader carries every write and all replication: it serves
+		// reads only while every follower is measurably slower
+		// (picker.Config.ReserveRatio), and a probe now and then.
+		req.Reserve = TagLeader
 	}
 
-	// The exclusion steps, strictest first; each drops some bits.
-	var fresh picker.Tags // bits that serializable reads want fresh members for
-	if serial && mode != overrideAny {
+	var fresh picker.Tags // what serializable reads, backups and chunked reads want fresh members for
+	if mode != overrideAny && (serial || method == methodSnapshot || method == methodRangeStream) {
 		if set.lagThreshold > 0 {
 			fresh |= TagLagging
 		}
-		if set.monotonic {
+		if set.monotonic || method == methodSnapshot {
 			fresh |= TagBehind
 		}
 	}
-	var learner picker.Tags
+	var role picker.Tags // members that could refuse the call for their role
 	if !learnerSafe {
-		learner = TagLearner
+		role = TagLearner | TagUnverified
 	}
-	steps := [...]picker.Tags{
-		tagDown | TagUnverified | learner | fresh,
-		tagDown | learner | fresh, // members not probed yet
-		tagDown | learner,         // stale answers beat none (the guard re-checks them)
-	}
-	prev := picker.Tags(1<<32 - 1)
-	for i, ex := range steps {
-		if ex == prev {
-			continue
-		}
-		prev = ex
-		if i == 1 && learner != 0 && rt.viewOn.Load() && !rt.settled.Load() {
-			// No member is known to be a voter yet: wait for the view
-			// rather than risk sending a learner what it refuses.
-			return picker.Ticket{}, true, picker.ErrNoEligible
-		}
+	for _, ex := range [...]picker.Tags{tagDown | role | fresh, tagDown | role} {
 		req.Exclude = ex
-		t, err = eng.Pick(req)
-		if err != picker.ErrNoEligible {
+		if t, err = eng.Pick(req); err != picker.ErrNoEligible {
+			return t, false, err
+		}
+		if fresh == 0 {
+			break
+		}
+	}
+	if role == 0 {
+		return t, false, err
+	}
+	if rt.viewOn.Load() && !rt.settled.Load() {
+		return picker.Ticket{}, true, picker.ErrNoEligible
+	}
+	for _, ex := range [...]picker.Tags{tagDown | TagLearner | fresh, tagDown | TagLearner} {
+		req.Exclude = ex
+		if t, err = eng.Pick(req); err != picker.ErrNoEligible {
 			return t, false, err
 		}
 	}
+	if eng.Eligible(TagLearner) {
+		// A member that may be a voter exists but is not connected: wait
+		// for it within the call's deadline, as for any member that is down.
+		return picker.Ticket{}, true, picker.ErrNoEligible
+	}
+	req.Prefer, req.Reserve, req.Exclude = 0, 0, tagDown
+	t, err = eng.Pick(req)
 	return t, false, err
+}
+
+// costClass is the engine's latency class of a call: writes, Lists (a
+// Range with a range_end, or a RangeStream) and everything else (point
+// reads, status, leases) keep apart estimates, so that a member that has
+// just served a 2 MB List does not look slow for the reads of one key.
+func costClass(class Class, method string, mark *readMark) picker.Class {
+	switch {
+	case class == Write:
+		return picker.ClassWrite
+	case method == methodRangeStream || (mark != nil && mark.ranged):
+		return picker.ClassRange
+	}
+	return picker.ClassPoint
 }

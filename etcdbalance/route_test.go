@@ -25,7 +25,9 @@ const (
 // whatever the nanosecond latencies of a fake call.
 func routedPicker(t *testing.T, set routing) *grpcPicker {
 	t.Helper()
-	p, _ := testPickerWith(t, picker.Config{Policy: picker.LeastOutstanding}, []string{"a", "b", "c", "d"}, "a", "b", "c", "d")
+	// A clock that stands still: every call takes no time, so the latency
+	// estimates are equal and only the rules tell the members apart.
+	p, _ := testPickerWith(t, picker.Config{Policy: picker.LeastOutstanding, Clock: stoppedClock{}}, []string{"a", "b", "c", "d"}, "a", "b", "c", "d")
 	p.rt = newRouter(set, p.engine)
 	p.rt.viewOn.Store(true)
 	p.rt.settled.Store(true)
@@ -33,6 +35,11 @@ func routedPicker(t *testing.T, set routing) *grpcPicker {
 	tag(t, p, "d", TagLearner)
 	return p
 }
+
+// stoppedClock is a picker.Clock whose time never moves.
+type stoppedClock struct{}
+
+func (stoppedClock) Now() time.Time { return time.Unix(1e9, 0) }
 
 // tag replaces the view tags of addr.
 func tag(t *testing.T, p *grpcPicker, addr string, tags picker.Tags) {
@@ -45,7 +52,7 @@ func tag(t *testing.T, p *grpcPicker, addr string, tags picker.Tags) {
 // serial returns a context marked as the unary interceptor marks a
 // serializable Range.
 func serial(ctx context.Context) context.Context {
-	return context.WithValue(ctx, readKey{}, &readMark{})
+	return context.WithValue(ctx, readKey{}, &readMark{serial: true})
 }
 
 // route makes n picks of method with ctx, one at a time, and returns how
@@ -109,7 +116,8 @@ func TestRoutingRules(t *testing.T) {
 	check("watches", route(t, p, mWatch, ctx, n), "a", "b", "c")
 	check("member list", route(t, p, mMemberList, ctx, n), "a", "b", "c")
 	check("status", route(t, p, methodStatus, ctx, n), "a", "b", "c", "d")
-	check("snapshot", route(t, p, methodSnapshot, ctx, n), "a", "b", "c", "d")
+	check("snapshot", route(t, p, methodSnapshot, ctx, n), "a", "b", "c")
+	check("range stream", route(t, p, methodRangeStream, ctx, n), "b", "c")
 	check("WithLeader reads", route(t, p, mRange, WithLeader(serial(ctx)), n), "a")
 	check("WithAnyMember linearizable reads", route(t, p, mRange, WithAnyMember(ctx), n), "a", "b", "c")
 	check("WithAnyMember writes", route(t, p, mPut, WithAnyMember(ctx), n), "a", "b", "c")
@@ -120,6 +128,8 @@ func TestRoutingRules(t *testing.T) {
 	tag(t, p, "d", TagLearner|TagBehind)
 	check("serializable reads, b lagging, d behind", route(t, p, mRange, serial(ctx), n), "c")
 	check("linearizable reads, b lagging", route(t, p, mRange, ctx, n), "b", "c")
+	check("snapshot, b lagging", route(t, p, methodSnapshot, ctx, n), "a", "c")
+	check("range stream, b lagging", route(t, p, methodRangeStream, ctx, n), "c")
 	check("WithAnyMember serializable reads", route(t, p, mRange, WithAnyMember(serial(ctx)), n), "a", "b", "c", "d")
 	tag(t, p, "c", TagLagging)
 	check("serializable reads, every follower stale", route(t, p, mRange, serial(ctx), n), "a")
@@ -142,6 +152,23 @@ func TestRoutingRules(t *testing.T) {
 	_ = p.engine.UpdateTags("a", 0, tagDown)
 	_ = p.engine.UpdateTags("b", 0, tagDown)
 	_ = p.engine.UpdateTags("c", 0, tagDown)
+
+	// Only learners in the set: no member may ever serve a write, so it
+	// goes to a learner, which refuses it with etcd's own error at once, as
+	// with the stock client; a serializable read is served.
+	p, _ = testPickerWith(t, picker.Config{Policy: picker.LeastOutstanding}, []string{"d"}, "d")
+	p.rt = newRouter(defaultRouting(), p.engine)
+	p.rt.viewOn.Store(true)
+	p.rt.settled.Store(true)
+	tag(t, p, "d", TagLearner)
+	check("writes, only learners", route(t, p, mPut, ctx, n), "d")
+	check("watches, only learners", route(t, p, mWatch, ctx, n), "d")
+	check("serializable reads, only learners", route(t, p, mRange, serial(ctx), n), "d")
+	// Before the first round is over, its role is not known: wait.
+	tag(t, p, "d", TagUnverified)
+	p.rt.settled.Store(false)
+	check("writes, role unknown", route(t, p, mPut, ctx, n), "wait")
+	check("serializable reads, role unknown", route(t, p, mRange, serial(ctx), n), "d")
 
 	// Every rule switched off.
 	set := defaultRouting()
@@ -268,6 +295,28 @@ func TestRoutedPickAllocs(t *testing.T) {
 		}
 		if n := testing.AllocsPerRun(1000, pick); n != 0 {
 			t.Errorf("%s: Pick+Done allocates %v times per call", method, n)
+		}
+	}
+}
+
+// TestCostClass: writes, Lists and the rest are judged by apart estimates.
+func TestCostClass(t *testing.T) {
+	cases := []struct {
+		class  Class
+		method string
+		mark   *readMark
+		want   picker.Class
+	}{
+		{Write, mPut, nil, picker.ClassWrite},
+		{Read, mRange, nil, picker.ClassPoint},
+		{Read, mRange, &readMark{serial: true}, picker.ClassPoint},
+		{Read, mRange, &readMark{ranged: true}, picker.ClassRange},
+		{Read, methodRangeStream, nil, picker.ClassRange},
+		{Other, methodStatus, nil, picker.ClassPoint},
+	}
+	for _, c := range cases {
+		if got := costClass(c.class, c.method, c.mark); got != c.want {
+			t.Errorf("costClass(%v, %s, %+v) = %v, want %v", c.class, c.method, c.mark, got, c.want)
 		}
 	}
 }

@@ -90,16 +90,13 @@ func startView(ctx context.Context, cli *clientv3.Client, e *entry) *view {
 	if !rt.view.CompareAndSwap(nil, v) {
 		return nil
 	}
-	if !rt.viewOn.Swap(true) {
-		// Attach on a client that has run without a view: nothing is known
-		// of its members yet, so calls a learner refuses wait for the first
-		// answer again. (New sets viewOn before dialling, and the balancer
-		// marks the members as they come.)
-		rt.settled.Store(false)
-		for _, a := range e.engine.Endpoints() {
-			_ = e.engine.UpdateTags(a, TagUnverified, 0)
-		}
+	// Nothing is known of the members' roles yet: calls a learner refuses
+	// wait for the first answers (see pickRouted).
+	rt.settled.Store(false)
+	for _, a := range e.engine.Endpoints() {
+		_ = e.engine.UpdateTags(a, TagUnverified, 0)
 	}
+	rt.viewOn.Store(true)
 	conn := cli.ActiveConnection()
 	go v.run(ctx, conn)
 	return v
@@ -135,6 +132,8 @@ func (v *view) stop() {
 	}
 	v.mu.Unlock()
 	v.rt.view.CompareAndSwap(v, nil)
+	// Calls parked for the view route by load alone now.
+	v.rt.kick()
 	close(v.done)
 }
 
@@ -180,9 +179,10 @@ func (v *view) round(ctx context.Context, mc pb.MaintenanceClient) {
 			defer cancel()
 			resp, err := mc.Status(pctx, &pb.StatusRequest{})
 			results[i] = probeResult{addr: addr, resp: resp, err: err}
-			if err == nil && !resp.IsLearner {
-				// A voter is known: calls waiting for the view may go.
-				v.rt.settle()
+			if err == nil {
+				// Its role is known now: calls waiting for a voter need not
+				// wait for the slowest probe of the round.
+				v.learnRole(addr, resp.IsLearner)
 			}
 		})
 	}
@@ -192,7 +192,26 @@ func (v *view) round(ctx context.Context, mc pb.MaintenanceClient) {
 	}
 	v.apply(snap, results)
 	v.rounds.Add(1)
-	v.rt.settle() // whatever the first round found, nobody waits after it
+	// Whatever the first round found, nobody waits for the view after it;
+	// and any tag it changed may let a parked call go.
+	v.rt.settled.Store(true)
+	v.rt.kick()
+}
+
+// learnRole records, as soon as a probe answers, whether the member is a
+// learner, and republishes the picker if that changes its tags.
+func (v *view) learnRole(addr string, learner bool) {
+	v.mu.Lock()
+	m := v.members[addr]
+	changed := m != nil && !v.stopped && (!m.verified || m.learner != learner)
+	if changed {
+		m.verified, m.learner = true, learner
+		v.tagLocked(addr, m)
+	}
+	v.mu.Unlock()
+	if changed {
+		v.rt.kick()
+	}
 }
 
 // apply turns one round's answers into the view and the engine's tags.
@@ -436,10 +455,12 @@ type GuardStats struct {
 	// RetriedElsewhere, RetriedOnLeader and RetriedLinearizable count the
 	// re-issues: to another member, to the leader, as a linearizable read.
 	RetriedElsewhere, RetriedOnLeader, RetriedLinearizable int64
-	// Unfixed counts reads still below after the linearizable retry, which
-	// only a change of cluster under the client can cause; they are
-	// returned as they are.
-	Unfixed int64
+	// Resets counts the times the floor was lowered: a write or a
+	// linearizable read was answered below it, which only a cluster whose
+	// revision went back can do (restored from an older snapshot, or the
+	// endpoints now reach another cluster). Each costs at most one stale
+	// read's re-issues, and logs a warning.
+	Resets int64
 }
 
 // ClusterView returns the cluster view of a client made by New, or by
@@ -451,15 +472,15 @@ func ClusterView(cli *clientv3.Client) (View, error) {
 		return View{}, err
 	}
 	rt := e.rt
-	out := View{Guard: GuardStats{
-		On:                  rt.set.monotonic,
-		Revision:            rt.maxRev.Load(),
-		Stale:               rt.stale.Load(),
-		RetriedElsewhere:    rt.retryElsewhere.Load(),
-		RetriedOnLeader:     rt.retryLeader.Load(),
-		RetriedLinearizable: rt.retryLinear.Load(),
-		Unfixed:             rt.unfixed.Load(),
-	}}
+	out := View{Guard: GuardStats{On: rt.set.monotonic}}
+	if g := e.guards.lookup(cli.ActiveConnection().CanonicalTarget()); g != nil {
+		out.Guard.Revision = g.maxRev.Load()
+		out.Guard.Stale = g.stale.Load()
+		out.Guard.RetriedElsewhere = g.retryElsewhere.Load()
+		out.Guard.RetriedOnLeader = g.retryLeader.Load()
+		out.Guard.RetriedLinearizable = g.retryLinear.Load()
+		out.Guard.Resets = g.resets.Load()
+	}
 	v := rt.view.Load()
 	if v == nil {
 		return out, nil
@@ -501,6 +522,7 @@ func entryOf(cli *clientv3.Client) (*entry, error) {
 	if e == nil {
 		return nil, ErrNotBalanced
 	}
+	reg.claim(cli.ActiveConnection(), e)
 	return e, nil
 }
 
@@ -567,6 +589,7 @@ func Attach(cli *clientv3.Client) (stop func(), err error) {
 	if err != nil {
 		return nil, err
 	}
+	reg.claim(cli.ActiveConnection(), e)
 	if cli.Ctx().Err() != nil {
 		return nil, ErrClientClosed
 	}

@@ -31,6 +31,18 @@ func TestWatch(t *testing.T) {
 	t.Run("spread", func(t *testing.T) {
 		const n = 30
 		ms := c.Members()
+		// Watches go only to members known to be voters: wait until every
+		// member has answered a probe, or a busy machine leaves one out of
+		// the whole burst.
+		waitFor(t, 60*time.Second, "every member verified", func() bool {
+			v := viewOf(t, cli)
+			for _, m := range v.Members {
+				if !m.Verified {
+					return false
+				}
+			}
+			return len(v.Members) == len(ms)
+		})
 		before := requests(t, ms, cli)
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()

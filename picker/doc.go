@@ -23,7 +23,12 @@
 //     the endpoint with exponential backoff and a single probe; the picker
 //     never ejects every endpoint;
 //   - the order is reshuffled periodically with jitter, so round-robin
-//     offsets, tie-breaks and pins never line clients up on one member.
+//     offsets, tie-breaks and pins never line clients up on one member;
+//   - each request class (Request.Class: point read, range read, write)
+//     has its own latency estimate per endpoint;
+//   - endpoints held in reserve (Request.Reserve, the leader for reads)
+//     take requests only while every other is measurably slower
+//     (Config.ReserveRatio).
 //
 // Streams (watches, keep-alives, long polls) are not outstanding requests:
 // they are spread by their own count and give no latency sample.

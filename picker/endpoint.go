@@ -10,8 +10,7 @@ import (
 // aligned on 32-bit platforms. Times are nanoseconds on the picker's clock
 // since its epoch, always > 0 once set.
 type endpoint struct {
-	estBits      uint64 // peak-EWMA latency, float64 ns bits; 0 = never measured
-	lastSample   int64  // when estBits was last updated
+	est          [numClasses]classEst
 	lastDone     int64  // last completion of a unary request, any outcome
 	busySince    int64  // when inflight last went from 0 to 1
 	slowSince    int64  // start of the current slow start; 0 = none
@@ -24,24 +23,46 @@ type endpoint struct {
 	ejections    int64  // ejections in a row, for the backoff
 	lastEjectEnd int64  // when the last ejection ended, to reset the backoff
 	lastFail     int64  // when the last blamed failure came back
+	reserveProbe int64  // when the last reserve probe was issued (Request.Reserve)
 	tags         uint32 // caller-defined Tags
 	probing      int32  // 1 while the single probe after an ejection is out
 
 	addr string // immutable
 }
 
+// classEst is the latency estimate of one request class.
+type classEst struct {
+	estBits    uint64 // peak-EWMA latency, float64 ns bits; 0 = never measured
+	lastSample int64  // when estBits was last updated
+}
+
+// measured reports whether any class has a sample.
+func (e *endpoint) measured() bool {
+	for i := range e.est {
+		if atomic.LoadUint64(&e.est[i].estBits) != 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // sample folds one latency observation into the peak EWMA. A sample above
 // the current estimate replaces it (up to PeakStep times it); otherwise the estimate decays toward it
 // by the time since the last sample. The base is the idle-decayed estimate,
 // so an endpoint that was avoided for a long time returns near the median.
-// full marks a charge (a failure or deadline) that bypasses PeakStep.
-func (e *endpoint) sample(s *settings, v float64, now int64, med float64, full bool) {
+// full marks a charge (a failure or deadline) that bypasses PeakStep; raw
+// skips the idle decay of the base.
+func (e *endpoint) sample(s *settings, c Class, v float64, now int64, med float64, full, raw bool) {
+	ce := &e.est[c]
 	for {
-		oldBits := atomic.LoadUint64(&e.estBits)
-		last := atomic.LoadInt64(&e.lastSample)
+		oldBits := atomic.LoadUint64(&ce.estBits)
+		last := atomic.LoadInt64(&ce.lastSample)
 		nv := v
 		if oldBits != 0 {
-			base := idleDecayed(s, math.Float64frombits(oldBits), now-last, med)
+			base := math.Float64frombits(oldBits)
+			if !raw {
+				base = idleDecayed(s, base, now-last, med)
+			}
 			if v >= base {
 				if !full && s.peakStep != 0 && v > base*s.peakStep {
 					nv = base * s.peakStep
@@ -57,8 +78,8 @@ func (e *endpoint) sample(s *settings, v float64, now int64, med float64, full b
 		if nv < 1 {
 			nv = 1 // keep estBits != 0 once measured
 		}
-		if atomic.CompareAndSwapUint64(&e.estBits, oldBits, math.Float64bits(nv)) {
-			atomic.StoreInt64(&e.lastSample, now)
+		if atomic.CompareAndSwapUint64(&ce.estBits, oldBits, math.Float64bits(nv)) {
+			atomic.StoreInt64(&ce.lastSample, now)
 			return
 		}
 	}
@@ -72,17 +93,38 @@ func idleDecayed(s *settings, est float64, gap int64, med float64) float64 {
 	return med + (est-med)*math.Exp(-float64(gap-s.idleGrace)/s.idleDecay)
 }
 
-// rtt is the latency estimate used for cost at time now: the peak EWMA (or
-// the median when unmeasured), idle-decayed, and raised to the age of a
-// stall when requests are in flight and nothing has completed for longer
-// than the estimate. It never changes the stored estimate.
-func (e *endpoint) rtt(s *settings, now int64, med float64, inflight int64) float64 {
+// rtt is the latency estimate of class c used for cost at time now: the
+// peak EWMA (or the class median when unmeasured), idle-decayed, and raised
+// to the age of a stall when requests are in flight and nothing has
+// completed for longer than the estimate. It never changes the stored
+// estimate.
+func (e *endpoint) rtt(s *settings, c Class, now int64, med float64, inflight int64) float64 {
+	ce := &e.est[c]
 	var r float64
-	if bits := atomic.LoadUint64(&e.estBits); bits == 0 {
+	if bits := atomic.LoadUint64(&ce.estBits); bits == 0 {
 		r = med
 	} else {
-		r = idleDecayed(s, math.Float64frombits(bits), now-atomic.LoadInt64(&e.lastSample), med)
+		r = idleDecayed(s, math.Float64frombits(bits), now-atomic.LoadInt64(&ce.lastSample), med)
 	}
+	return e.stalled(r, now, inflight)
+}
+
+// reserveRTT is the estimate that opens the gate of a reserve endpoint
+// (Config.ReserveRatio): rtt without the idle drift. A reserve endpoint is
+// idle by design, and the drift would pull its estimate to the median of
+// the others, which keeps the gate shut for good; probes keep it current,
+// and their samples are folded into this estimate, not the drifted one.
+func (e *endpoint) reserveRTT(c Class, now int64, med float64) float64 {
+	r := med
+	if bits := atomic.LoadUint64(&e.est[c].estBits); bits != 0 {
+		r = math.Float64frombits(bits)
+	}
+	return e.stalled(r, now, atomic.LoadInt64(&e.inflight))
+}
+
+// stalled raises r to the age of a stall: requests in flight and nothing
+// completed for longer than r.
+func (e *endpoint) stalled(r float64, now int64, inflight int64) float64 {
 	if inflight > 0 {
 		progress := atomic.LoadInt64(&e.lastDone)
 		if b := atomic.LoadInt64(&e.busySince); b > progress {
@@ -95,11 +137,11 @@ func (e *endpoint) rtt(s *settings, now int64, med float64, inflight int64) floa
 	return r
 }
 
-// cost is the p2c-ewma load: rtt × (outstanding+1), times the slow-start
-// penalty.
-func (e *endpoint) cost(s *settings, now int64, med float64) float64 {
+// cost is the p2c-ewma load for class cl: rtt × (outstanding+1), times the
+// slow-start penalty.
+func (e *endpoint) cost(s *settings, cl Class, now int64, med float64) float64 {
 	in := atomic.LoadInt64(&e.inflight)
-	c := e.rtt(s, now, med, in) * float64(in+1)
+	c := e.rtt(s, cl, now, med, in) * float64(in+1)
 	if s.slowStart > 0 {
 		if since := atomic.LoadInt64(&e.slowSince); since != 0 {
 			if el := now - since; el < s.slowStart {

@@ -31,6 +31,26 @@ func (k Kind) String() string {
 	return fmt.Sprintf("Kind(%d)", uint8(k))
 }
 
+// Class is what a unary request asks for. Each class keeps its own latency
+// estimate per endpoint, so that one kind of request does not make an
+// endpoint look slow for the others (see Config). Streams give no sample
+// and ignore it.
+type Class uint8
+
+const (
+	// ClassPoint is a small request: a read of one key, a status or lease
+	// call. The default.
+	ClassPoint Class = iota
+	// ClassRange is a read of many keys (an etcd Range with a range_end, a
+	// v2 directory listing): large answers, bound by bandwidth and by the
+	// size of the range rather than by the member's speed.
+	ClassRange
+	// ClassWrite is a write: a consensus round through the leader.
+	ClassWrite
+
+	numClasses = 3
+)
+
 // Tags are caller-defined bits attached to endpoints (leader, learner,
 // lagging…), which a Request can exclude, prefer or avoid.
 type Tags uint32
@@ -48,6 +68,15 @@ type Request struct {
 	// eligible, or (cost-based policies, unary requests) when every other
 	// eligible endpoint costs more than Config.AvoidFactor times theirs.
 	Avoid Tags
+	// Reserve: endpoints with these tags (the leader, for reads) are held
+	// in reserve by role, by the rule on Config.ReserveRatio: they are
+	// picked when no other endpoint is eligible, or (cost-based policies,
+	// unary requests) when every other eligible endpoint is measurably
+	// slower for this request's class.
+	Reserve Tags
+	// Class selects the latency estimate the request is judged by and
+	// feeds. Unknown values count as ClassPoint.
+	Class Class
 }
 
 // Result is how a request ended, from the endpoint's point of view.
@@ -87,7 +116,11 @@ type Ticket struct {
 	e     *endpoint
 	start int64
 	kind  Kind
+	class Class
 	probe bool
+	// reserve: picked from Request.Reserve; its sample keeps the estimate
+	// that gate reads (see endpoint.reserveRTT).
+	reserve bool
 }
 
 // Addr is the endpoint picked; "" for the zero Ticket.
@@ -137,9 +170,13 @@ type Picker struct {
 	// Atomics; 64-bit first for alignment.
 	rr            uint64 // round-robin counter
 	nextReshuffle int64
-	medBits       uint64 // float64 bits of the median estimate; 0 = none measured
-	medAt         int64  // when medBits was computed; 0 = stale
-	st            unsafe.Pointer
+	medAt         int64 // when medBits was computed; 0 = stale
+	last          int64 // the latest time now has returned
+	off           int64 // added to the clock's reading: 1 plus every jump made for a step back
+	jumpAt        int64 // the time the last jump landed on; 0 = none
+	// float64 bits of each class's median estimate; 0 = none measured.
+	medBits [numClasses]uint64
+	st      unsafe.Pointer
 
 	// Immutable after New.
 	s     settings
@@ -160,6 +197,7 @@ func New(cfg Config) (*Picker, error) {
 		p.clock = SystemClock
 	}
 	p.epoch = p.clock.Now()
+	p.last, p.off = 1, 1
 	if p.rand == nil {
 		p.rand = NewSource(uint64(time.Now().UnixNano()))
 	}
@@ -174,7 +212,57 @@ func New(cfg Config) (*Picker, error) {
 // Policy returns the policy in force.
 func (p *Picker) Policy() Policy { return Policies[p.s.policy] }
 
-func (p *Picker) now() int64 { return int64(p.clock.Now().Sub(p.epoch)) + 1 }
+// Now is the engine's time, in nanoseconds since an arbitrary origin:
+// always positive and never decreasing, however the Clock steps (see
+// Config.Clock). Adapters measure their own holds and latencies with it,
+// so that a clock step affects them as it affects the engine.
+func (p *Picker) Now() time.Duration { return time.Duration(p.now()) }
+
+// stepTolerance is how far the clock may read behind the engine's time
+// before it counts as a step back: less is taken as jitter between
+// cores, and time stands still until the clock catches up.
+const stepTolerance = int64(time.Millisecond)
+
+// now reads the clock, made monotonic: the value 0, the "none" of every
+// time field, is never returned, nor one below an earlier one. Under Go 1.8
+// (no monotonic reading in time.Now) an NTP step back would otherwise give
+// negative latencies and stretch every hold by the size of the step.
+//
+// last is loaded before the clock is read, so any value in it came from an
+// earlier reading: a reading below it means the clock stepped back, never a
+// race between goroutines. How much real time passed across a step is
+// unknown, so the engine jumps forward by s.stepJump, at least the longest
+// hold: holds may end early, never late, and samples that straddle the jump
+// are dropped (see Done). A step forward needs no care beyond clamping
+// samples: the engine just sees a long idle spell.
+func (p *Picker) now() int64 {
+	for {
+		last := atomic.LoadInt64(&p.last)
+		off := atomic.LoadInt64(&p.off)
+		t := int64(p.clock.Now().Sub(p.epoch)) + off
+		if t >= last {
+			for t > last && !atomic.CompareAndSwapInt64(&p.last, last, t) {
+				last = atomic.LoadInt64(&p.last) // a concurrent reader moved it
+			}
+			if last > t {
+				return last
+			}
+			return t
+		}
+		if last-t < stepTolerance {
+			return last
+		}
+		to := last + p.s.stepJump
+		if atomic.CompareAndSwapInt64(&p.off, off, off+to-t) {
+			atomic.StoreInt64(&p.jumpAt, to)
+			for last < to && !atomic.CompareAndSwapInt64(&p.last, last, to) {
+				last = atomic.LoadInt64(&p.last)
+			}
+			return to
+		}
+		// Another reader handled the step: read again.
+	}
+}
 
 func (p *Picker) load() *state { return (*state)(atomic.LoadPointer(&p.st)) }
 
@@ -311,6 +399,10 @@ func (p *Picker) Reshuffle() {
 // Pick chooses an endpoint for r. The ticket must be handed back to Done.
 func (p *Picker) Pick(r Request) (Ticket, error) {
 	now := p.now()
+	cl := r.Class
+	if cl >= numClasses {
+		cl = ClassPoint
+	}
 	if p.s.reshuffle > 0 && now >= atomic.LoadInt64(&p.nextReshuffle) {
 		p.maybeReshuffle(now)
 	}
@@ -326,7 +418,7 @@ func (p *Picker) Pick(r Request) (Ticket, error) {
 		}
 		if e.ejected() {
 			if r.Kind == Unary && e.probeDue(now) && atomic.CompareAndSwapInt32(&e.probing, 0, 1) {
-				return p.issue(e, now, r.Kind, true), nil
+				return p.issue(e, now, r.Kind, cl, true), nil
 			}
 			ejected |= 1 << uint(i)
 		}
@@ -343,17 +435,29 @@ func (p *Picker) Pick(r Request) (Ticket, error) {
 			mask = pm
 		}
 	}
-	var avoid uint64
+	var reserve, avoid uint64
+	if r.Reserve != 0 {
+		if rm := p.tagged(st, mask, r.Reserve); rm != 0 && rm != mask {
+			reserve, mask = rm, mask&^rm
+		}
+	}
 	if r.Avoid != 0 {
 		if am := p.tagged(st, mask, r.Avoid); am != 0 && am != mask {
 			avoid, mask = am, mask&^am
 		}
 	}
-	i := p.choose(st, mask, r.Kind, now)
-	if avoid != 0 && r.Kind == Unary && (p.s.policy == polP2C || p.s.policy == polLeast) {
-		i = p.maybeAvoided(st, mask, avoid, i, now)
+	i := p.choose(st, mask, r.Kind, cl, now)
+	if r.Kind == Unary && (p.s.policy == polP2C || p.s.policy == polLeast) {
+		if avoid != 0 {
+			i = p.maybeAvoided(st, mask, avoid, i, cl, now)
+		}
+		if reserve != 0 {
+			i = p.maybeReserved(st, mask, reserve, i, cl, now)
+		}
 	}
-	return p.issue(st.eps[i], now, r.Kind, false), nil
+	t := p.issue(st.eps[i], now, r.Kind, cl, false)
+	t.reserve = reserve&(1<<uint(i)) != 0
+	return t, nil
 }
 
 // PickAddr issues a ticket for the named endpoint, whatever its state: for
@@ -364,7 +468,20 @@ func (p *Picker) PickAddr(addr string, k Kind) (Ticket, error) {
 	if e == nil {
 		return Ticket{}, &UnknownEndpointError{Addr: addr}
 	}
-	return p.issue(e, now, k, false), nil
+	return p.issue(e, now, k, ClassPoint, false), nil
+}
+
+// Eligible reports whether some endpoint carries none of the tags in
+// exclude, whatever its ejection state: the adapters use it to tell "no
+// endpoint may ever serve this" (fail at once) from "none may serve it
+// now" (wait). It takes no lock and allocates nothing.
+func (p *Picker) Eligible(exclude Tags) bool {
+	for _, e := range p.load().eps {
+		if Tags(atomic.LoadUint32(&e.tags))&exclude == 0 {
+			return true
+		}
+	}
+	return false
 }
 
 func (p *Picker) tagged(st *state, mask uint64, t Tags) uint64 {
@@ -377,14 +494,14 @@ func (p *Picker) tagged(st *state, mask uint64, t Tags) uint64 {
 	return m
 }
 
-func (p *Picker) issue(e *endpoint, now int64, k Kind, probe bool) Ticket {
+func (p *Picker) issue(e *endpoint, now int64, k Kind, c Class, probe bool) Ticket {
 	atomic.AddInt64(&e.picks, 1)
 	if k == Stream {
 		atomic.AddInt64(&e.streams, 1)
 	} else if atomic.AddInt64(&e.inflight, 1) == 1 {
 		atomic.StoreInt64(&e.busySince, now)
 	}
-	return Ticket{e: e, start: now, kind: k, probe: probe}
+	return Ticket{e: e, start: now, kind: k, class: c, probe: probe}
 }
 
 // Done hands a ticket back with its outcome. The zero Ticket is ignored.
@@ -400,21 +517,22 @@ func (p *Picker) Done(t Ticket, o Outcome) {
 		atomic.AddInt64(&e.inflight, -1)
 		atomic.StoreInt64(&e.lastDone, now)
 	}
+	// A request picked before a jump (a clock step back) measured nothing
+	// real: it gives no sample, though it still counts as a success or a
+	// failure.
+	measured := t.kind == Unary && t.start >= atomic.LoadInt64(&p.jumpAt)
 	el := now - t.start
-	if el < 1 {
-		el = 1
-	}
 	switch o.Result {
 	case OK:
-		if t.kind == Unary {
+		if measured {
 			if o.Latency > 0 {
 				el = int64(o.Latency)
 			}
-			p.observe(e, el, now, false)
+			p.observe(e, t.class, clampSample(el), now, false, t.reserve)
 		}
 		p.succeed(e, now, t.probe)
 	case Failed, DeadlineExceeded:
-		if t.kind == Unary {
+		if measured {
 			min := p.s.failurePenalty
 			if o.Result == DeadlineExceeded {
 				min = int64(o.Timeout)
@@ -422,7 +540,7 @@ func (p *Picker) Done(t Ticket, o Outcome) {
 			if el < min {
 				el = min
 			}
-			p.observe(e, el, now, true)
+			p.observe(e, t.class, clampSample(el), now, true, t.reserve)
 		}
 		p.fail(e, now, t.probe)
 	default:
@@ -432,20 +550,40 @@ func (p *Picker) Done(t Ticket, o Outcome) {
 	}
 }
 
+// maxSample bounds a latency sample. A longer one would say no more than
+// "avoid this member", and a clock stepped forward would otherwise charge
+// every request in flight with the size of the step.
+const maxSample = int64(time.Minute)
+
+// clampSample keeps a sample in [1ns, maxSample]: a zero or negative one
+// (a coarse clock, a step) must not make a member look free.
+func clampSample(v int64) int64 {
+	switch {
+	case v < 1:
+		return 1
+	case v > maxSample:
+		return maxSample
+	}
+	return v
+}
+
 // observe records a latency sample. A sample that ends a long idle spell
 // of a slow endpoint (one we were avoiding) starts a slow start, so that a
-// healed member is not flooded the moment it looks cheap again.
-func (p *Picker) observe(e *endpoint, v, now int64, full bool) {
-	med := p.median(now)
+// healed member is not flooded the moment it looks cheap again. raw marks a
+// sample of a reserve pick, folded into the stored estimate rather than
+// the idle-decayed one (see endpoint.reserveRTT).
+func (p *Picker) observe(e *endpoint, c Class, v, now int64, full, raw bool) {
+	med := p.median(c, now)
+	ce := &e.est[c]
 	if p.s.slowStart > 0 && p.s.idleDecay > 0 {
-		last := atomic.LoadInt64(&e.lastSample)
-		est := math.Float64frombits(atomic.LoadUint64(&e.estBits))
+		last := atomic.LoadInt64(&ce.lastSample)
+		est := math.Float64frombits(atomic.LoadUint64(&ce.estBits))
 		if last != 0 && now-last > p.s.idleGrace+int64(p.s.idleDecay) && est > 2*med {
 			atomic.StoreInt64(&e.slowSince, now)
 		}
 	}
-	first := atomic.LoadUint64(&e.estBits) == 0
-	e.sample(&p.s, float64(v), now, med, full)
+	first := atomic.LoadUint64(&ce.estBits) == 0
+	e.sample(&p.s, c, float64(v), now, med, full, raw)
 	if first {
 		// The median moves when an endpoint is first measured; without a
 		// refresh, unmeasured endpoints would keep costing DefaultRTT for up
@@ -512,16 +650,19 @@ func (p *Picker) eject(e *endpoint, now int64) {
 	atomic.StoreInt64(&e.ejectedUntil, now+d)
 }
 
-// median is the lower median of the measured estimates, refreshed at most
-// every medianRefresh; DefaultRTT while nothing is measured.
-func (p *Picker) median(now int64) float64 {
+// median is the lower median of class c's measured estimates, refreshed at
+// most every medianRefresh; DefaultRTT while nothing is measured.
+func (p *Picker) median(c Class, now int64) float64 {
 	at := atomic.LoadInt64(&p.medAt)
 	if at == 0 || now-at >= medianRefresh {
 		if atomic.CompareAndSwapInt64(&p.medAt, at, now) {
-			atomic.StoreUint64(&p.medBits, medianBits(p.load().eps))
+			eps := p.load().eps
+			for k := range p.medBits {
+				atomic.StoreUint64(&p.medBits[k], medianBits(eps, Class(k)))
+			}
 		}
 	}
-	if b := atomic.LoadUint64(&p.medBits); b != 0 {
+	if b := atomic.LoadUint64(&p.medBits[c]); b != 0 {
 		return math.Float64frombits(b)
 	}
 	return p.s.defaultRTT
@@ -529,10 +670,10 @@ func (p *Picker) median(now int64) float64 {
 
 // medianBits finds the lower median without allocating: O(n²) over at most
 // MaxEndpoints values, run at most every medianRefresh.
-func medianBits(eps []*endpoint) uint64 {
+func medianBits(eps []*endpoint, c Class) uint64 {
 	k := 0
 	for _, e := range eps {
-		if atomic.LoadUint64(&e.estBits) != 0 {
+		if atomic.LoadUint64(&e.est[c].estBits) != 0 {
 			k++
 		}
 	}
@@ -541,14 +682,14 @@ func medianBits(eps []*endpoint) uint64 {
 	}
 	want := (k - 1) / 2
 	for _, e := range eps {
-		b := atomic.LoadUint64(&e.estBits)
+		b := atomic.LoadUint64(&e.est[c].estBits)
 		if b == 0 {
 			continue
 		}
 		v := math.Float64frombits(b)
 		less, equal := 0, 0
 		for _, o := range eps {
-			ob := atomic.LoadUint64(&o.estBits)
+			ob := atomic.LoadUint64(&o.est[c].estBits)
 			if ob == 0 {
 				continue
 			}

@@ -138,12 +138,12 @@ func TestPeakEWMA(t *testing.T) {
 		t.Fatalf("decay over τ: %.3fms, want %.3fms", got, want)
 	}
 	// Reading does not change the estimate.
-	bits := p.load().eps[0].estBits
+	bits := p.load().eps[0].est[0].estBits
 	for i := 0; i < 10; i++ {
 		clk.Advance(time.Second)
 		p.Snapshot()
 	}
-	if p.load().eps[0].estBits != bits {
+	if p.load().eps[0].est[0].estBits != bits {
 		t.Fatal("reading the estimate changed it")
 	}
 }

@@ -3,7 +3,7 @@ package picker
 import "sync/atomic"
 
 // choose applies the policy to the endpoints in mask (never empty).
-func (p *Picker) choose(st *state, mask uint64, k Kind, now int64) int {
+func (p *Picker) choose(st *state, mask uint64, k Kind, c Class, now int64) int {
 	if single(mask) {
 		return lowest(mask)
 	}
@@ -12,7 +12,7 @@ func (p *Picker) choose(st *state, mask uint64, k Kind, now int64) int {
 		if k == Stream {
 			return p.leastBy(st, p.unfailed(st, mask, now), &streamsOf)
 		}
-		return p.p2c(st, mask, now)
+		return p.p2c(st, mask, c, now)
 	case polLeast:
 		if k == Stream {
 			return p.leastBy(st, p.unfailed(st, mask, now), &streamsOf)
@@ -27,11 +27,11 @@ func (p *Picker) choose(st *state, mask uint64, k Kind, now int64) int {
 }
 
 // p2c draws two distinct endpoints and keeps the cheaper, ties at random.
-func (p *Picker) p2c(st *state, mask uint64, now int64) int {
+func (p *Picker) p2c(st *state, mask uint64, c Class, now int64) int {
 	ia, ib := pair(mask, p.rand.Uint64())
-	med := p.median(now)
-	ca := st.eps[ia].cost(&p.s, now, med)
-	cb := st.eps[ib].cost(&p.s, now, med)
+	med := p.median(c, now)
+	ca := st.eps[ia].cost(&p.s, c, now, med)
+	cb := st.eps[ib].cost(&p.s, c, now, med)
 	switch {
 	case ca < cb:
 		return ia
@@ -110,13 +110,13 @@ func (p *Picker) leastBy(st *state, mask uint64, c *counter) int {
 
 // maybeAvoided returns the cheapest avoided endpoint if every endpoint in
 // mask costs more than AvoidFactor times it, else chosen.
-func (p *Picker) maybeAvoided(st *state, mask, avoid uint64, chosen int, now int64) int {
-	med := p.median(now)
+func (p *Picker) maybeAvoided(st *state, mask, avoid uint64, chosen int, c Class, now int64) int {
+	med := p.median(c, now)
 	load := func(e *endpoint) float64 {
 		if p.s.policy == polLeast {
 			return float64(atomic.LoadInt64(&e.inflight) + 1)
 		}
-		return e.cost(&p.s, now, med)
+		return e.cost(&p.s, c, now, med)
 	}
 	minRest := -1.0
 	bestAvoid, minAvoid := -1, 0.0
@@ -135,6 +135,46 @@ func (p *Picker) maybeAvoided(st *state, mask, avoid uint64, chosen int, now int
 	}
 	if bestAvoid >= 0 && minRest > p.s.avoidFactor*minAvoid {
 		return bestAvoid
+	}
+	return chosen
+}
+
+// maybeReserved applies the rule of Config.ReserveRatio. When every
+// endpoint in mask has a latency estimate for class c above ReserveRatio
+// times that of the best reserve endpoint, the pick is made again with the
+// reserve endpoints as ordinary candidates: the pairs without them keep
+// the others sampled, so the gate closes again once they recover. Else it
+// returns the best reserve endpoint as a probe when its estimate is stale
+// (see Config.ReserveRatio), or chosen. Estimates, not costs, open the
+// gate: an endpoint with many requests in flight is busy, not slow.
+func (p *Picker) maybeReserved(st *state, mask, reserve uint64, chosen int, c Class, now int64) int {
+	med := p.median(c, now)
+	minRest := -1.0
+	best, bestRTT := -1, 0.0
+	for i, e := range st.eps {
+		bit := uint64(1) << uint(i)
+		switch {
+		case mask&bit != 0:
+			if v := e.rtt(&p.s, c, now, med, atomic.LoadInt64(&e.inflight)); minRest < 0 || v < minRest {
+				minRest = v
+			}
+		case reserve&bit != 0:
+			if v := e.reserveRTT(c, now, med); best < 0 || v < bestRTT {
+				best, bestRTT = i, v
+			}
+		}
+	}
+	if minRest > p.s.reserveRatio*bestRTT {
+		return p.choose(st, mask|reserve, Unary, c, now)
+	}
+	e := st.eps[best]
+	// Probe: keeps the estimate that opens the gate current, at most once
+	// per reserveProbeEvery and in at most 1 of 2n picks.
+	last := atomic.LoadInt64(&e.reserveProbe)
+	if now-atomic.LoadInt64(&e.est[c].lastSample) >= reserveProbeEvery && now-last >= reserveProbeEvery &&
+		p.rand.Uint64()%uint64(2*popcount(mask|reserve)) == 0 &&
+		atomic.CompareAndSwapInt64(&e.reserveProbe, last, now) {
+		return best
 	}
 	return chosen
 }

@@ -17,13 +17,14 @@ type EndpointStats struct {
 	InFlight int64
 	// Streams counts open streams.
 	Streams int64
-	// Measured is false until the first latency sample.
+	// Measured is false until the first latency sample of any class.
 	Measured bool
-	// Estimate is the latency the cost uses now: the peak EWMA (or the
-	// median of the others while unmeasured), idle-decayed, and raised to
-	// the age of a stall.
+	// Estimate is the latency the cost of a ClassPoint request uses now:
+	// the peak EWMA (or the median of the others while unmeasured),
+	// idle-decayed, and raised to the age of a stall.
 	Estimate time.Duration
-	// Cost is the p2c-ewma cost now, in nanoseconds.
+	// Cost is the p2c-ewma cost of a ClassPoint request now, in
+	// nanoseconds.
 	Cost float64
 	// Failures counts blamed failures; ConsecutiveFailures those since the
 	// last success.
@@ -38,7 +39,8 @@ type EndpointStats struct {
 // Snapshot returns the stats of every endpoint in the set's current order.
 func (p *Picker) Snapshot() []EndpointStats {
 	now := p.now()
-	med := p.median(now)
+	wall := p.clock.Now()
+	med := p.median(ClassPoint, now)
 	st := p.load()
 	out := make([]EndpointStats, len(st.eps))
 	for i, e := range st.eps {
@@ -49,15 +51,15 @@ func (p *Picker) Snapshot() []EndpointStats {
 			Picks:               atomic.LoadInt64(&e.picks),
 			InFlight:            in,
 			Streams:             atomic.LoadInt64(&e.streams),
-			Measured:            atomic.LoadUint64(&e.estBits) != 0,
-			Estimate:            time.Duration(math.Ceil(e.rtt(&p.s, now, med, in))),
-			Cost:                e.cost(&p.s, now, med),
+			Measured:            e.measured(),
+			Estimate:            time.Duration(math.Ceil(e.rtt(&p.s, ClassPoint, now, med, in))),
+			Cost:                e.cost(&p.s, ClassPoint, now, med),
 			Failures:            atomic.LoadInt64(&e.failures),
 			ConsecutiveFailures: atomic.LoadInt64(&e.consecFail),
 		}
 		if u := atomic.LoadInt64(&e.ejectedUntil); u != 0 {
 			s.Ejected = true
-			s.EjectedUntil = p.epoch.Add(time.Duration(u - 1))
+			s.EjectedUntil = wall.Add(time.Duration(u - now))
 		}
 		out[i] = s
 	}

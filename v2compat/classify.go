@@ -50,6 +50,22 @@ func classify(r *http.Request) class {
 	return classOther
 }
 
+// costClass is the engine's latency class of a request of class cl: a recursive GET
+// (a List: a whole directory, bound by its size) is judged apart from the
+// reads of one key, and writes apart from both, so that one kind does not
+// make a member look slow for the others.
+func costClass(r *http.Request, cl class) picker.Class {
+	switch cl {
+	case classWrite:
+		return picker.ClassWrite
+	case classRead, classQuorumRead:
+		if isTrue(r.URL.Query().Get("recursive")) {
+			return picker.ClassRange
+		}
+	}
+	return picker.ClassPoint
+}
+
 func isTrue(s string) bool {
 	b, err := strconv.ParseBool(s)
 	return err == nil && b

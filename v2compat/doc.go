@@ -21,6 +21,11 @@
 // Package v2compat/v2client does this for go.etcd.io/etcd/client/v2 and keeps
 // the endpoint set in step with the client's Sync and SetEndpoints.
 //
+// A process with many clients of one cluster (an apiserver builds one per
+// resource) should give them one Transport, so that in-flight counts are
+// per member and the leader is polled once: Shared hands out one per
+// (endpoints, TLS files) and closes it when the last user releases it.
+//
 // # Classification
 //
 //   - GET under /v2/keys is a read: any member serves it from its own store.
@@ -51,7 +56,8 @@
 // the leader lookups.
 //
 // Dial errors, resets (also in the middle of a body), header timeouts (see
-// HeaderTimeout) and 5xx answers count against the member; a request the
+// HeaderTimeout: GETs only, never writes) and 5xx answers count against
+// the member; a request the
 // caller canceled (req.Cancel, its context, CancelRequest, or closing the
 // body early) does not; 4xx answers, such as key not found (404) or
 // compare failed (412), are the member doing its job.
@@ -83,6 +89,14 @@
 // members, a read could return an older state than one the client has
 // already seen. The guard (on by default, see MonotonicReads for its cost)
 // re-issues such reads on other members and finally as a quorum read.
+//
+// # Clock steps
+//
+// Holds (the marks above) and latencies are measured on the engine's time
+// (picker.Picker.Now), which never goes backwards: under Go 1.8, whose
+// time.Now has no monotonic reading, an NTP step would otherwise stretch a
+// mark by the size of a step back or make a latency negative. A step back
+// ends every mark early instead (see picker.Config.Clock).
 //
 // # Cancellation and TLS
 //

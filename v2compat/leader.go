@@ -46,14 +46,14 @@ func (t *Transport) pollLoop() {
 	if t.opts.pollInterval < gap {
 		gap = t.opts.pollInterval
 	}
-	var last time.Time
+	var last time.Duration // engine time, so that a clock step cannot stretch the wait
 	for {
-		if !last.IsZero() {
-			if wait := gap - time.Since(last); wait > 0 && !t.sleep(wait) {
+		if last != 0 {
+			if wait := gap - (t.p.Now() - last); wait > 0 && !t.sleep(wait) {
 				return
 			}
 		}
-		last = time.Now()
+		last = t.p.Now()
 		t.pollOnce()
 		tm := time.NewTimer(t.jittered(t.opts.pollInterval))
 		select {
@@ -96,7 +96,7 @@ func (t *Transport) pollOnce() {
 	var triedKeys []string
 	noLeader := 0
 	for i := 0; i < 2 && i < len(set.list); i++ {
-		ep, tk, err := t.pick(classOther, tried, triedKeys)
+		ep, tk, err := t.pick(classOther, picker.ClassPoint, tried, triedKeys)
 		if err != nil {
 			break
 		}

@@ -104,11 +104,19 @@ func LeaderPollInterval(d time.Duration) Option {
 	}
 }
 
-// HeaderTimeout bounds the wait for response headers of every request
-// except watches (wait=true), which may legitimately wait for minutes.
-// When it fires the request is canceled and the member is charged a
-// timeout, which counts toward its ejection. Zero, the default, imposes no
-// timeout of the transport's own.
+// HeaderTimeout bounds the wait for response headers of GETs, watches
+// (wait=true) excepted: they may legitimately wait for minutes. When it
+// fires the request is canceled and the member is charged a timeout, which
+// counts toward its ejection. Zero, the default, imposes no timeout of the
+// transport's own.
+//
+// It never applies to writes. The v2 client re-sends any request that
+// fails, Create and Delete excepted, on the next member: a timed-out
+// compare-and-swap would be applied twice (and then fail against its own
+// first copy). A GET that timed out gets no header timeout for the next
+// HeaderTimeout, so that the client's re-send of it waits for its answer:
+// a List that is slow because the cluster is overloaded is sent twice at
+// most, not to every member in turn.
 //
 // Set it to the v2 client's HeaderTimeoutPerRequest (package v2client
 // does): that client enforces its timeout by closing req.Cancel, which a

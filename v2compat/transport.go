@@ -44,13 +44,13 @@ var errCanceled = errors.New("v2compat: request canceled")
 type Transport struct {
 	// 64-bit atomics first, for their alignment on 32-bit platforms.
 	highest   uint64 // highest X-Etcd-Index seen in any answer
-	tagExpiry int64  // earliest end of a lagging or down mark, ns since epoch; 0: none
+	tagExpiry int64  // earliest end of a lagging or down mark, engine time; 0: none
+	retries   int32  // entries in resent
 	st        counters
 
 	inner CancelableTransport
 	p     *picker.Picker
 	opts  options
-	epoch time.Time
 	rnd   picker.Source
 
 	eps     atomic.Value // *endpointSet
@@ -60,6 +60,9 @@ type Transport struct {
 	leader  string
 	lagging map[string]int64  // endpoint key -> end of its lagging mark
 	ids     map[string]string // endpoint key -> member ID, for the leader lookup
+
+	resentMu sync.Mutex
+	resent   map[string]int64 // GET path?query -> end of its window without a header timeout
 
 	callsMu sync.Mutex
 	calls   map[*http.Request]*call // caller's request -> its call, for CancelRequest
@@ -141,10 +144,10 @@ func New(inner CancelableTransport, endpoints []string, opts ...Option) (*Transp
 		inner:   inner,
 		p:       p,
 		opts:    o,
-		epoch:   time.Now(),
 		rnd:     picker.NewSource(uint64(time.Now().UnixNano())),
 		lagging: make(map[string]int64),
 		ids:     make(map[string]string),
+		resent:  make(map[string]int64),
 		calls:   make(map[*http.Request]*call),
 		ctx:     ctx,
 		stop:    stop,
@@ -239,7 +242,10 @@ func (t *Transport) Stats() Stats {
 
 func (t *Transport) set() *endpointSet { return t.eps.Load().(*endpointSet) }
 
-func (t *Transport) now() int64 { return int64(time.Since(t.epoch)) + 1 }
+// now is the engine's time: monotonic and positive even when the wall clock
+// steps (Go 1.8 has no monotonic reading), and on a step back it jumps
+// past every hold, so the lagging and down marks end early, never late.
+func (t *Transport) now() int64 { return int64(t.p.Now()) }
 
 // installLocked makes set current in the picker and here, drops the state
 // of members that left and re-tags the rest. Called with t.mu held.
@@ -304,7 +310,8 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if e := atomic.LoadInt64(&t.tagExpiry); e != 0 && t.now() >= e {
 		t.expireTags()
 	}
-	c := &call{t: t, orig: req, class: classify(req)}
+	cl := classify(req)
+	c := &call{t: t, orig: req, class: cl, cost: costClass(req, cl)}
 	t.callsMu.Lock()
 	t.calls[req] = c
 	t.callsMu.Unlock()
@@ -352,6 +359,7 @@ type call struct {
 	t     *Transport
 	orig  *http.Request
 	class class
+	cost  picker.Class // which latency estimate the call is judged by
 
 	mu       sync.Mutex
 	cur      *http.Request      // the rewritten request of the current attempt
@@ -423,7 +431,7 @@ func (t *Transport) do(c *call) (*http.Response, error) {
 			// A member known to be behind would only cost a re-issue.
 			exclude |= tagLagging
 		}
-		ep, tk, err := t.pick(cl, exclude, triedKeys)
+		ep, tk, err := t.pick(cl, c.cost, exclude, triedKeys)
 		if err == picker.ErrNoEligible && !fallback && len(triedKeys) > 0 {
 			// Every member has answered stale: go to the fallback.
 			fallback = true
@@ -494,10 +502,11 @@ func (t *Transport) do(c *call) (*http.Response, error) {
 	}
 }
 
-// pick chooses a member for one attempt of class cl, never one in exclude
-// or triedKeys.
-func (t *Transport) pick(cl class, exclude picker.Tags, triedKeys []string) (*endpoint, picker.Ticket, error) {
+// pick chooses a member for one attempt of class cl, judged by the cost
+// class cost, never one in exclude or triedKeys.
+func (t *Transport) pick(cl class, cost picker.Class, exclude picker.Tags, triedKeys []string) (*endpoint, picker.Ticket, error) {
 	r := requestFor(cl)
+	r.Class = cost
 	r.Exclude = exclude
 	for i := 0; i < 3; i++ {
 		tk, err := t.p.Pick(r)
@@ -569,12 +578,12 @@ func (t *Transport) send(c *call, ep *endpoint, tk picker.Ticket, quorum bool) (
 		return nil, nil, c.cancelErr()
 	}
 
-	start := time.Now()
+	start := t.p.Now()
 	d := t.opts.headerTimeout
 	// timer: 0 running, 1 fired (and canceled the attempt), 2 headers won.
 	var timer int32
 	var tm *time.Timer
-	if d > 0 && tk.Kind() == picker.Unary {
+	if d > 0 && t.headerTimed(c) {
 		tm = time.AfterFunc(d, func() {
 			if atomic.CompareAndSwapInt32(&timer, 0, 1) {
 				cancel()
@@ -594,12 +603,13 @@ func (t *Transport) send(c *call, ep *endpoint, tk picker.Ticket, quorum bool) (
 		err = errors.New("canceled by the header timeout")
 	}
 	if err != nil {
-		out := t.errOutcome(c, timedOut, time.Since(start))
+		out := t.errOutcome(c, timedOut, t.p.Now()-start)
 		t.p.Done(tk, out)
 		cancel()
 		t.judge(ep, out.Result)
 		t.afterFailure(c, ep, out.Result)
 		if timedOut {
+			t.noteResend(c.orig, d)
 			err = &HeaderTimeoutError{Endpoint: ep.scheme + "://" + ep.host, Limit: d}
 		}
 		return nil, nil, err
@@ -608,7 +618,7 @@ func (t *Transport) send(c *call, ep *endpoint, tk picker.Ticket, quorum bool) (
 	// The latency sample is the time to the headers; the ticket is handed
 	// back once, when the body is done (see body), so that the request
 	// counts in flight at its member until then.
-	lat := time.Since(start)
+	lat := t.p.Now() - start
 	if lat <= 0 {
 		lat = 1 // a coarse clock; Outcome.Latency must be positive to count
 	}
@@ -625,6 +635,57 @@ func (t *Transport) send(c *call, ep *endpoint, tk picker.Ticket, quorum bool) (
 	resp.Body = w
 	return resp, w, nil
 }
+
+// headerTimed reports whether HeaderTimeout applies to c: GETs that are
+// not watches, unless the same GET timed out here within the last
+// HeaderTimeout. The v2 client re-sends a failed request on the next
+// member (all but Create and Delete): a write timed out here would be
+// applied twice, and a List slow because the cluster is overloaded would
+// be sent to every member in turn. This way a GET is sent at most twice
+// because of the timeout: the re-send waits for its answer.
+func (t *Transport) headerTimed(c *call) bool {
+	switch c.orig.Method {
+	case "", "GET", "HEAD":
+	default:
+		return false
+	}
+	if c.class == classWatch {
+		return false
+	}
+	if atomic.LoadInt32(&t.retries) == 0 {
+		return true
+	}
+	key := resendKey(c.orig)
+	now := t.now()
+	t.resentMu.Lock()
+	defer t.resentMu.Unlock()
+	until, ok := t.resent[key]
+	if ok && now >= until {
+		delete(t.resent, key)
+		atomic.StoreInt32(&t.retries, int32(len(t.resent)))
+		return true
+	}
+	return !ok
+}
+
+// noteResend remembers that r timed out, so that the client's re-send of
+// it gets no header timeout, and forgets the windows that are over.
+func (t *Transport) noteResend(r *http.Request, d time.Duration) {
+	now := t.now()
+	t.resentMu.Lock()
+	defer t.resentMu.Unlock()
+	for k, until := range t.resent {
+		if now >= until {
+			delete(t.resent, k)
+		}
+	}
+	t.resent[resendKey(r)] = now + int64(d)
+	atomic.StoreInt32(&t.retries, int32(len(t.resent)))
+}
+
+// resendKey names a request across the v2 client's re-sends, which differ
+// only in the member's host.
+func resendKey(r *http.Request) string { return r.URL.Path + "?" + r.URL.RawQuery }
 
 // errOutcome classifies a failed attempt for the picker.
 func (t *Transport) errOutcome(c *call, timedOut bool, elapsed time.Duration) picker.Outcome {

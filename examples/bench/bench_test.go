@@ -175,6 +175,33 @@ func TestRunScenariosSmoke(t *testing.T) {
 
 // TestBadFlags checks that every bad value is named in the error and
 // exits with 2, before anything starts.
+// TestRunVintageSmoke runs the Kubernetes 1.7 client rows, whose clients
+// are processes of the legacy module's vintage command.
+func TestRunVintageSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the vintage drivers and starts an etcd cluster")
+	}
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	var stdout, stderr bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	code := run(ctx, []string{
+		"-members", "3", "-clients", "2", "-duration", "2s", "-warmup", "200ms",
+		"-concurrency", "2", "-keys", "40", "-policies", "v3-1.7-stock,v3-1.7-patched",
+	}, &stdout, &stderr)
+	if code != exitOK {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, &stdout, &stderr)
+	}
+	for _, row := range []string{"v3-1.7-stock ", "v3-1.7-patched "} {
+		if !strings.Contains(stdout.String(), row) {
+			t.Errorf("no %q row in the output:\n%s\nstderr:\n%s", row, &stdout, &stderr)
+		}
+	}
+	if strings.Contains(stdout.String(), "left out") {
+		t.Errorf("a vintage row was left out:\n%s", &stdout)
+	}
+}
+
 func TestBadFlags(t *testing.T) {
 	for _, tc := range []struct {
 		args []string

@@ -69,6 +69,10 @@
 //   - v3-roundrobin: stock clientv3 (round_robin).
 //   - v3-leastrequest: grpc-go's least_request_experimental.
 //   - etcdbalance: clientv3 from etcdbalance.New.
+//   - v3-1.7-stock, v3-1.7-patched: the clientv3 v3.1.5 on grpc v1.0.4 that
+//     Kubernetes 1.7 vendors, stock (pinned) and with the etcd3 patch of
+//     examples/apiserver-v1.7, reading serializably as 1.7 does. Each client
+//     is a process of the legacy module's vintage command (vintage.go).
 //   - v2-stock: the etcd v2 client (go.etcd.io/etcd/client/v2), pinned.
 //   - v2-etcdbalance: the v2 client from v2compat/v2client.New.
 //
@@ -78,8 +82,9 @@
 //
 // A request's member is the one that answered it, recorded the same way
 // for every policy: for v3 a chained unary interceptor reads the peer of
-// the attempt that succeeded, for v2 the HTTP transport under the client
-// records the host of every answered request.
+// the attempt that succeeded (for the 1.7 rows, the member ID in the
+// response header), for v2 the HTTP transport under the client records the
+// host of every answered request.
 //
 // -seed fixes the request mix and the keys; grpc's shuffle (v3-pinned),
 // the v2 client's shuffle and the balancers draw their own randomness, so
@@ -125,6 +130,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	b := newBench(opts, stdout, stderr)
+	defer removeVintageBuild()
 	if err := b.run(ctx); err != nil {
 		if ctx.Err() != nil {
 			fmt.Fprintln(stderr, "bench: interrupted: clusters closed, no results written")

@@ -23,6 +23,9 @@ type policy struct {
 	name  string
 	about string
 	v2    bool
+	// vintage, "stock" or "patched", runs the client in a process of the
+	// legacy module's vintage command (see vintage.go).
+	vintage string
 	// newV3 builds a v3 client from cfg, which carries the endpoints and
 	// the harness's own dial options (the attribution interceptor).
 	newV3 func(cfg clientv3.Config) (*clientv3.Client, error)
@@ -79,6 +82,16 @@ func allPolicies() []*policy {
 			name:  "etcdbalance",
 			about: "clientv3 from etcdbalance.New (default policy)",
 			newV3: func(cfg clientv3.Config) (*clientv3.Client, error) { return etcdbalance.New(cfg) },
+		},
+		{
+			name:    "v3-1.7-stock",
+			about:   "clientv3 v3.1.5 on grpc v1.0.4, as Kubernetes 1.7 vendors it: pinned to the first member up; serializable reads",
+			vintage: "stock",
+		},
+		{
+			name:    "v3-1.7-patched",
+			about:   "the same with examples/apiserver-v1.7/etcd3-clientv3.patch (legacy/v3balancer); serializable reads",
+			vintage: "patched",
 		},
 		{
 			name:  "v2-stock",

@@ -57,6 +57,9 @@ func newSession(ctx context.Context, pol *policy, tgt *target, sc *scenario, o *
 }
 
 func (s *session) newDriver(ctx context.Context) (driver, error) {
+	if s.pol.vintage != "" {
+		return newVintageDriver(s.pol.vintage, s.tgt.endpoints, s.tgt.prefix)
+	}
 	if !s.pol.v2 {
 		cfg := v3Config(s.tgt.endpoints, newAttribution(ctx, s.tgt.endpoints))
 		cli, err := s.pol.newV3(cfg)

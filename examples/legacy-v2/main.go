@@ -54,17 +54,19 @@ func main() {
 // the store reads each member counted meanwhile. (An etcd 3.5 member counts
 // two store Gets for each v2 read; only the shares matter.)
 func run(eps []string, key string, n, conc int, stockClient bool) ([]int64, error) {
-	tr := newTransportForETCD2()
+	tr, err := newTransportForETCD2("", "", "")
+	if err != nil {
+		return nil, err
+	}
 	defer tr.CloseIdleConnections()
 	var c etcd2client.Client
-	var err error
 	if stockClient {
 		c, err = etcd2client.New(etcd2client.Config{Endpoints: eps, Transport: tr})
 	} else {
-		var balanced interface{ Close() error }
-		c, balanced, err = newETCD2Client(tr, eps)
+		var release func()
+		c, _, release, err = newETCD2Client(eps, "", "", "")
 		if err == nil {
-			defer balanced.Close()
+			defer release()
 		}
 	}
 	if err != nil {

@@ -1,13 +1,13 @@
 package main
 
-// The test runs a real 3-member etcd 3.5 cluster serving the v2 API. This
-// module cannot import the root module's internal/v2cluster (internal
-// packages stay inside their module), and shipping that test machinery as
-// an exported package would put it in every user's dependency graph. So
-// the test builds the same member command, ../../internal/etcd35's
-// etcd35member (an etcd 3.5 member with EnableV2, driven over stdin and
-// stdout), and starts it with the few lines of launching it needs. Set
-// ETCD35MEMBER_BIN to a prebuilt binary to skip the build.
+// The test runs a real 3-member etcd 3.5 cluster serving the v2 API. It
+// builds the member command, ../../internal/etcd35's etcd35member (an etcd
+// 3.5 member with EnableV2, driven over stdin and stdout), and starts it
+// with the few lines of launching it needs. Set ETCD35MEMBER_BIN to a
+// prebuilt binary to skip the build. (The tests of recipe_test.go use the
+// root module's internal/v2cluster, for its fault proxies and TLS: this
+// module's import path lies under the root's, so Go lets it import the
+// root's internal packages.)
 
 import (
 	"bufio"
@@ -21,6 +21,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 )
 
 var memberBin string
@@ -37,7 +39,7 @@ func TestMain(m *testing.M) {
 func testMain(m *testing.M) (int, error) {
 	if p := os.Getenv("ETCD35MEMBER_BIN"); p != "" {
 		memberBin = p
-		return m.Run(), nil
+		return runLeakChecked(m)
 	}
 	dir, err := os.MkdirTemp("", "legacy-v2-")
 	if err != nil {
@@ -58,7 +60,18 @@ func testMain(m *testing.M) (int, error) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return 0, fmt.Errorf("building the etcd 3.5 member from %s: %v\n%s", mod, err, out)
 	}
-	return m.Run(), nil
+	return runLeakChecked(m)
+}
+
+// runLeakChecked runs the tests, then fails if any goroutine outlived them.
+func runLeakChecked(m *testing.M) (int, error) {
+	code := m.Run()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			return 1, err
+		}
+	}
+	return code, nil
 }
 
 // member is one etcd35member process.
@@ -222,7 +235,7 @@ func TestReadsSpreadAcrossMembers(t *testing.T) {
 
 // Bad endpoints are reported by the patched factory, naming them.
 func TestBadEndpoint(t *testing.T) {
-	_, _, err := newETCD2Client(newTransportForETCD2(), []string{"http://127.0.0.1:2379", "127.0.0.1:2380"})
+	_, _, _, err := newETCD2Client([]string{"http://127.0.0.1:2379", "127.0.0.1:2380"}, "", "", "")
 	if err == nil || !strings.Contains(err.Error(), `"127.0.0.1:2380"`) {
 		t.Fatalf("got %v", err)
 	}

@@ -84,7 +84,22 @@ func SourceFiles(root, rel string) (map[string][]byte, error) {
 // go line sets the language version the compiler accepts. The returned
 // error carries the compiler output.
 func BuildModule(dir, goLine string, files map[string][]byte) error {
+	return BuildModuleRequiring(dir, goLine, files, nil, nil)
+}
+
+// BuildModuleRequiring is BuildModule for packages that import vendored
+// third-party packages: require lists go.mod requirements ("path version"),
+// and gosum, if not nil, becomes the module's go.sum.
+func BuildModuleRequiring(dir, goLine string, files map[string][]byte, require []string, gosum []byte) error {
 	gomod := "module " + ModulePath + "\n\ngo " + goLine + "\n"
+	for _, r := range require {
+		gomod += "\nrequire " + r + "\n"
+	}
+	if gosum != nil {
+		if err := os.WriteFile(filepath.Join(dir, "go.sum"), gosum, 0o644); err != nil {
+			return err
+		}
+	}
 	if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte(gomod), 0o644); err != nil {
 		return err
 	}
@@ -131,6 +146,11 @@ type Checker struct {
 	std     types.Importer
 	exports map[string]string // import path -> export data file, "" if none
 	pkgs    map[string]*loaded
+
+	// Allowed third-party packages (see Allow) and the module directory
+	// whose go command lists their export data.
+	allowed  map[string]bool
+	allowDir string
 }
 
 // loaded is a parsed and type-checked package directory.
@@ -180,11 +200,27 @@ func (c *Checker) checkedRel(path string) (string, bool) {
 	return rel, ok && c.checked[rel]
 }
 
+// Allow lets the checked packages import the given non-standard packages,
+// such as the grpc v1.0.4 that a Kubernetes 1.7 tree vendors, whose export
+// data the go command builds in the module directory modDir (which requires
+// them at the vendored versions). Their own symbols are not measured
+// against the API; what the checked packages use of the standard library
+// still is. Call Allow before Check.
+func (c *Checker) Allow(modDir string, paths ...string) {
+	if c.allowed == nil {
+		c.allowed = make(map[string]bool)
+	}
+	c.allowDir = modDir
+	for _, p := range paths {
+		c.allowed[p] = true
+	}
+}
+
 // isStd reports whether objects of pkg are measured against the API:
-// everything except checked packages, the package being checked and
-// universe objects.
+// everything except checked packages, allowed packages, the package being
+// checked and universe objects.
 func (c *Checker) isStd(pkg *types.Package) bool {
-	if pkg == nil || pkg == types.Unsafe {
+	if pkg == nil || pkg == types.Unsafe || c.allowed[pkg.Path()] {
 		return false
 	}
 	_, checked := c.checkedRel(pkg.Path())
@@ -227,23 +263,34 @@ func (c *Checker) lookup(path string) (io.ReadCloser, error) {
 // the build cache if needed. Paths that cannot be standard-library
 // packages are not passed to the go command at all.
 func (c *Checker) listExports(paths []string) error {
-	var args []string
+	var args, allowed []string
 	for _, p := range paths {
 		if _, ok := c.exports[p]; ok {
 			continue
 		}
 		c.exports[p] = ""
 		first, _, _ := strings.Cut(p, "/")
-		if p != "" && p != "C" && !strings.ContainsAny(first, ".-:") && !strings.HasPrefix(p, "_") {
+		if c.allowed[p] {
+			allowed = append(allowed, p)
+		} else if p != "" && p != "C" && !strings.ContainsAny(first, ".-:") && !strings.HasPrefix(p, "_") {
 			args = append(args, p)
 		}
 	}
-	if len(args) == 0 {
+	if err := c.goListExports(c.goroot, "GOFLAGS=", args); err != nil {
+		return err
+	}
+	return c.goListExports(c.allowDir, "GOFLAGS=-mod=mod", allowed)
+}
+
+// goListExports records the export data files of paths, listed by the go
+// command in dir.
+func (c *Checker) goListExports(dir, goflags string, paths []string) error {
+	if len(paths) == 0 {
 		return nil
 	}
-	cmd := exec.Command("go", append([]string{"list", "-e", "-export", "-f", "{{.ImportPath}}\t{{.Export}}"}, args...)...)
-	cmd.Dir = c.goroot
-	cmd.Env = append(os.Environ(), "GOFLAGS=", "GOTOOLCHAIN=local", "GOWORK=off")
+	cmd := exec.Command("go", append([]string{"list", "-e", "-export", "-f", "{{.ImportPath}}\t{{.Export}}"}, paths...)...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), goflags, "GOTOOLCHAIN=local", "GOWORK=off")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -366,7 +413,7 @@ func (c *Checker) Check(rel string) ([]Violation, error) {
 
 // importProblem explains why path may not be imported, or returns "".
 func (c *Checker) importProblem(path string) string {
-	if _, ok := c.checkedRel(path); ok || path == "unsafe" || c.api.HasPackage(path) {
+	if _, ok := c.checkedRel(path); ok || path == "unsafe" || c.allowed[path] || c.api.HasPackage(path) {
 		return ""
 	}
 	if c.exports[path] != "" {

@@ -106,6 +106,68 @@ func TestCheckedPackagesUseGo18API(t *testing.T) {
 	}
 }
 
+// legacy lists the package directories of the nested legacy module that
+// must be plain Go 1.8 too. They may import, besides the standard library
+// and the checked packages, what a Kubernetes 1.7 tree vendors for them.
+var legacy = []string{"legacy/v3balancer"}
+
+// legacyImports are the vendored packages legacy may import: grpc v1.0.4
+// and the x/net/context that its API uses (a type of its own under Go 1.8).
+var legacyImports = []string{"google.golang.org/grpc", "google.golang.org/grpc/codes", "golang.org/x/net/context"}
+
+// legacyRequire pins those packages to the versions the legacy module uses.
+var legacyRequire = []string{
+	"google.golang.org/grpc v1.0.4",
+	"golang.org/x/net v0.0.0-20180724234803-3673e40ba225",
+	"github.com/golang/protobuf v1.1.0",
+}
+
+// TestLegacyBuildsWithGo18 compiles the legacy packages and the checked
+// packages they import in a "go 1.8" module requiring grpc v1.0.4.
+func TestLegacyBuildsWithGo18(t *testing.T) {
+	t.Parallel()
+	root := moduleRoot(t)
+	files := make(map[string][]byte)
+	for _, rel := range append(append([]string(nil), checked...), legacy...) {
+		src, err := SourceFiles(root, rel)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, data := range src {
+			files[name] = data
+		}
+	}
+	gosum, err := os.ReadFile(filepath.Join(root, "legacy", "go.sum"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := BuildModuleRequiring(t.TempDir(), "1.8", files, legacyRequire, gosum); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestLegacyUsesGo18API reports what the legacy packages use of the
+// standard library that Go 1.8 did not have, and any import beyond the
+// standard library, the checked packages and legacyImports.
+func TestLegacyUsesGo18API(t *testing.T) {
+	t.Parallel()
+	goroot, api := go18(t)
+	root := moduleRoot(t)
+	c := NewChecker(root, goroot, api, append(append([]string(nil), checked...), legacy...))
+	c.Allow(filepath.Join(root, "legacy"), legacyImports...)
+	for _, rel := range legacy {
+		t.Run(rel, func(t *testing.T) {
+			vs, err := c.Check(rel)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, v := range vs {
+				t.Error(v)
+			}
+		})
+	}
+}
+
 // TestGoLineIsEnforced makes sure that the build check cannot pass
 // silently: the toolchain must reject newer language features because of
 // the go line alone.
@@ -440,4 +502,46 @@ func F() string { return b.F() }
 		expect(t, "a/a.go", aSrc, "example.com", `import "example.com/other" (only the standard library and checked packages may be imported)`),
 	})
 	checkTree(t, root, []string{"a", "b"}, "b", []string{"b/b.go:6: strings.Clone (not in go1.8 API)"})
+}
+
+// TestCheckerAllow checks that allowed packages may be imported and their
+// symbols used, while the standard library is still measured and other
+// imports are still refused.
+func TestCheckerAllow(t *testing.T) {
+	t.Parallel()
+	src := `package a
+
+import (
+	"strings"
+
+	"golang.org/x/net/context"
+	"google.golang.org/grpc"
+	_ "google.golang.org/grpc/metadata"
+)
+
+// Get has the old grpc.Balancer's Get signature.
+func Get(ctx context.Context, opts grpc.BalancerGetOptions) (grpc.Address, func(), error) {
+	_, _, _ = strings.Cut("a,b", ",")
+	return grpc.Address{}, nil, ctx.Err()
+}
+`
+	root := writeTree(t, map[string]string{"a/a.go": src})
+	goroot, api := go18(t)
+	c := NewChecker(root, goroot, api, []string{"a"})
+	c.Allow(filepath.Join(moduleRoot(t), "legacy"), legacyImports...)
+	vs, err := c.Check("a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]string, len(vs))
+	for i, v := range vs {
+		got[i] = v.String()
+	}
+	want := []string{
+		expect(t, "a/a.go", src, "grpc/metadata", `import "google.golang.org/grpc/metadata" (only the standard library and checked packages may be imported)`),
+		expect(t, "a/a.go", src, "strings.Cut", "strings.Cut (not in go1.8 API)"),
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("violations:\n\t%s\nwant:\n\t%s", strings.Join(got, "\n\t"), strings.Join(want, "\n\t"))
+	}
 }

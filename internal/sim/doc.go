@@ -16,6 +16,15 @@
 // think time is derived from the target load (see Scenario.ThinkTime), so
 // that the cluster runs at about 60% of its capacity.
 //
+// A scenario with a Mix (lists, slow-followers, saturated) adds a leader
+// and request classes: writes, which go to the leader and slow it down the
+// more of them it takes; range reads, whose large answers share the
+// member's link; and point reads. Their CPU demand is Erlang-4 rather than
+// exponential. Options.Estimates and Options.Leader choose how the classes
+// and the leader are described to the engine, to compare per-class
+// estimates with one shared or size-normalised estimate, and the reserve
+// rule with cost-based avoidance.
+//
 // A request that gets no answer within the deadline is handed back to the
 // engine as DeadlineExceeded and counts as an error at the full deadline.
 // The member is not told: a timed-out request still sitting in a member's
@@ -43,7 +52,7 @@
 // # Use
 //
 //	sc, _ := sim.Lookup("slow-member")
-//	rep, err := sim.RunScenario(sc, 1, picker.Policies, picker.Config{})
+//	rep, err := sim.RunScenario(sc, 1, picker.Policies, sim.Options{})
 //	if err != nil { ... }
 //	for _, r := range rep.Results {
 //		fmt.Println(r.Policy, r.Latency.P99, r.MemberShare)

@@ -7,6 +7,7 @@ type eventKind uint8
 const (
 	evWake     eventKind = iota // a loop's think time is over: send a request
 	evServed                    // a worker finished a request
+	evSent                      // an answer left a member's link (Mix)
 	evRefused                   // a removed member's refusal reaches the client
 	evFaultOn                   // a fault window starts
 	evFaultOff                  // a fault window ends
@@ -19,7 +20,7 @@ type event struct {
 	seq   uint64
 	kind  eventKind
 	id    int    // loop, member or fault index, by kind
-	epoch uint64 // member epoch for evServed: stale after a removal
+	epoch uint64 // member epoch for evServed, link epoch for evSent: stale when it moved
 	req   *request
 }
 

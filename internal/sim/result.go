@@ -37,6 +37,8 @@ type Result struct {
 	// Utilization is the fraction of worker time spent serving during the
 	// measured period (timed-out work included).
 	Utilization float64 `json:"utilization"`
+	// Mix holds what only a scenario with a Mix reports.
+	Mix *MixStats `json:"mix,omitempty"`
 	// Blackhole follows the scenario's first Blackhole fault, if any.
 	Blackhole *BlackholeStats `json:"blackhole,omitempty"`
 	// Recovery follows the scenario's first Slow fault that heals inside the
@@ -55,6 +57,22 @@ type Latency struct {
 	P999 float64 `json:"p999"`
 	Mean float64 `json:"mean"`
 	Max  float64 `json:"max"`
+}
+
+// MixStats describe the classes and the leader of a scenario with a Mix.
+type MixStats struct {
+	// Latency by class, as Result.Latency.
+	Point Latency `json:"point_latency_ms"`
+	Range Latency `json:"range_latency_ms"`
+	Write Latency `json:"write_latency_ms"`
+	// ReadShare[m] is the fraction of reads (point and range) picked for
+	// member m; LeaderReadShare the leader's, and FairShare 1/members.
+	ReadShare       []float64 `json:"read_share"`
+	LeaderReadShare float64   `json:"leader_read_share"`
+	FairShare       float64   `json:"fair_share"`
+	// FollowerMaxOverMean is the largest follower read share over the
+	// followers' mean read share.
+	FollowerMaxOverMean float64 `json:"follower_max_over_mean"`
 }
 
 // BlackholeStats describe how a policy handled a black-holed member.
@@ -119,10 +137,14 @@ type RecoveryStats struct {
 
 // Report is one scenario run under several policies with one seed.
 type Report struct {
-	Scenario string   `json:"scenario"`
-	Seed     uint64   `json:"seed"`
-	Model    Model    `json:"model"`
-	Results  []Result `json:"results"`
+	Scenario string `json:"scenario"`
+	Seed     uint64 `json:"seed"`
+	// Estimates and Leader name the run's Options of the same names; they
+	// matter only for a scenario with a Mix.
+	Estimates string   `json:"estimates"`
+	Leader    string   `json:"leader"`
+	Model     Model    `json:"model"`
+	Results   []Result `json:"results"`
 }
 
 // Model summarises a scenario's parameters, for reports.
@@ -139,6 +161,7 @@ type Model struct {
 	WarmupS       float64     `json:"warmup_s"`
 	MeasureS      float64     `json:"measure_s"`
 	Faults        []FaultInfo `json:"faults,omitempty"`
+	Mix           *Mix        `json:"mix,omitempty"`
 }
 
 // FaultInfo is a Fault for reports; EndS is 0 for a fault that never heals.
@@ -156,7 +179,7 @@ func ModelOf(sc Scenario) Model {
 		Clients: sc.Clients, Loops: sc.Loops, Members: sc.Members, Workers: sc.Workers,
 		MeanServiceMs: ms(sc.MeanService), ThinkMs: round(ms(sc.ThinkTime()), 1e3),
 		TargetLoad: sc.Load, CapacityRps: sc.Capacity(), DeadlineMs: ms(sc.Deadline),
-		WarmupS: sc.Warmup.Seconds(), MeasureS: sc.Measure.Seconds(),
+		WarmupS: sc.Warmup.Seconds(), MeasureS: sc.Measure.Seconds(), Mix: sc.Mix,
 	}
 	for _, f := range sc.Faults {
 		m.Faults = append(m.Faults, FaultInfo{
@@ -167,20 +190,22 @@ func ModelOf(sc Scenario) Model {
 	return m
 }
 
-// RunScenario runs sc under each policy with the same seed and the same
-// engine configuration (see Options.Engine; the zero value gives the
-// engine's defaults). When engine.EjectAfter is 0, the policies that stand
-// for stock clients (round-robin, shuffled-pin, pinned) run without
-// ejection, as grpc's round_robin and the etcd v2 client do; a non-zero
-// EjectAfter applies to every policy.
-func RunScenario(sc Scenario, seed uint64, policies []picker.Policy, engine picker.Config) (Report, error) {
-	rep := Report{Scenario: sc.Name, Seed: seed, Model: ModelOf(sc)}
+// RunScenario runs sc under each policy with the same seed and the rest of
+// base (Engine, Estimates, Leader; its Scenario, Policy and Seed are
+// ignored; the zero value gives the engine's defaults and the adapters'
+// requests). When base.Engine.EjectAfter is 0, the policies that stand for
+// stock clients (round-robin, shuffled-pin, pinned) run without ejection,
+// as grpc's round_robin and the etcd v2 client do; a non-zero EjectAfter
+// applies to every policy.
+func RunScenario(sc Scenario, seed uint64, policies []picker.Policy, base Options) (Report, error) {
+	rep := Report{Scenario: sc.Name, Seed: seed, Model: ModelOf(sc), Estimates: base.Estimates.String(), Leader: base.Leader.String()}
 	for _, p := range policies {
-		cfg := engine
-		if cfg.EjectAfter == 0 && StandsForStockClient(p) {
-			cfg.EjectAfter = -1
+		opt := base
+		opt.Scenario, opt.Policy, opt.Seed = sc, p, seed
+		if opt.Engine.EjectAfter == 0 && StandsForStockClient(p) {
+			opt.Engine.EjectAfter = -1
 		}
-		r, err := Run(Options{Scenario: sc, Policy: p, Seed: seed, Engine: cfg})
+		r, err := Run(opt)
 		if err != nil {
 			return Report{}, err
 		}
@@ -223,19 +248,30 @@ func (s *sim) result(pol picker.Policy) Result {
 			r.EngineInFlight += st.InFlight
 		}
 	}
-	if len(s.latencies) > 0 {
-		lat := slices.Clone(s.latencies)
-		slices.Sort(lat)
-		var sum float64
-		for _, v := range lat {
-			sum += float64(v)
+	r.Latency = latencyOf(s.latencies)
+	if mx := s.sc.Mix; mx != nil {
+		ms := &MixStats{
+			Point: latencyOf(s.classLat[picker.ClassPoint]), Range: latencyOf(s.classLat[picker.ClassRange]),
+			Write: latencyOf(s.classLat[picker.ClassWrite]), FairShare: 1 / float64(s.sc.Members),
 		}
-		toMs := func(v int64) float64 { return round(float64(v)/1e6, 1e3) }
-		r.Latency = Latency{
-			P50: toMs(percentile(lat, 0.50)), P90: toMs(percentile(lat, 0.90)),
-			P99: toMs(percentile(lat, 0.99)), P999: toMs(percentile(lat, 0.999)),
-			Mean: round(sum/float64(len(lat))/1e6, 1e3), Max: toMs(lat[len(lat)-1]),
+		reads := 0
+		for _, n := range s.readPicks {
+			reads += n
 		}
+		ms.ReadShare = make([]float64, s.sc.Members)
+		maxF, sumF := 0.0, 0.0
+		for m, n := range s.readPicks {
+			sh := float64(n) / float64(max(1, reads))
+			ms.ReadShare[m] = round(sh, 1e6)
+			if m != mx.Leader {
+				maxF, sumF = max(maxF, sh), sumF+sh
+			}
+		}
+		ms.LeaderReadShare = ms.ReadShare[mx.Leader]
+		if sumF > 0 {
+			ms.FollowerMaxOverMean = round(maxF*float64(s.sc.Members-1)/sumF, 1e4)
+		}
+		r.Mix = ms
 	}
 	r.MemberShare = make([]float64, s.sc.Members)
 	maxShare := 0.0
@@ -257,6 +293,25 @@ func (s *sim) result(pol picker.Policy) Result {
 	}
 	r.Recovery = s.recoveryStats()
 	return r
+}
+
+// latencyOf summarises samples (ns), in milliseconds.
+func latencyOf(samples []int64) Latency {
+	if len(samples) == 0 {
+		return Latency{}
+	}
+	lat := slices.Clone(samples)
+	slices.Sort(lat)
+	var sum float64
+	for _, v := range lat {
+		sum += float64(v)
+	}
+	toMs := func(v int64) float64 { return round(float64(v)/1e6, 1e3) }
+	return Latency{
+		P50: toMs(percentile(lat, 0.50)), P90: toMs(percentile(lat, 0.90)),
+		P99: toMs(percentile(lat, 0.99)), P999: toMs(percentile(lat, 0.999)),
+		Mean: round(sum/float64(len(lat))/1e6, 1e3), Max: toMs(lat[len(lat)-1]),
+	}
 }
 
 func (s *sim) blackholeStats() *BlackholeStats {

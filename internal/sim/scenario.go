@@ -66,6 +66,45 @@ type Scenario struct {
 	// Warmup is simulated but not counted; Measure follows it.
 	Warmup, Measure time.Duration
 	Faults          []Fault
+	// Mix, when set, gives the cluster a leader and the requests classes;
+	// nil is the plain model: every request a point read, no leader.
+	Mix *Mix
+}
+
+// Mix is a request mix on a cluster with a leader. A request is a write
+// with probability Writes, a range read with probability Ranges, else a
+// point read. Writes go to the leader under every policy (picker's
+// Request.Prefer). Point reads and writes take an exponential CPU demand of
+// mean MeanService on a worker; range reads take RangeWork times that, and
+// then send an answer of uniformly distributed size within ±50% of
+// RangeBytes,
+// over the member's link of LinkRate bytes a second, shared equally by the
+// answers in transit (processor sharing, as HTTP/2 streams share a
+// connection). Point answers are small and skip the link, so a member busy
+// sending Lists is not slow for point reads: the case where one shared
+// latency estimate misleads.
+//
+// The leader's service times are multiplied by 1 + WriteDrag × w / c,
+// where w is the rate of writes it received over the last second
+// (exponentially weighted) and c a member's capacity in requests a second
+// (Workers / MeanService): replication and the raft log cost it more the
+// more it writes.
+type Mix struct {
+	Leader     int
+	Writes     float64
+	Ranges     float64
+	WriteDrag  float64
+	RangeWork  float64
+	RangeBytes float64
+	LinkRate   float64 // bytes/s
+}
+
+// meanWork is the mean CPU demand of a request, in units of MeanService.
+func (s Scenario) meanWork() float64 {
+	if s.Mix == nil {
+		return 1
+	}
+	return 1 + s.Mix.Ranges*(s.Mix.RangeWork-1)
 }
 
 // Base model shared by the named scenarios.
@@ -81,6 +120,16 @@ const (
 	baseMeasure  = 60 * time.Second
 	slowFactor   = 10
 )
+
+// The mix of the scenarios with a leader: 10% writes, 2% Lists of 1 MB on
+// average over 10 MB/s links (100 ms alone on the link), a leader whose
+// service time grows by half at 10% writes.
+func baseMix() *Mix {
+	return &Mix{
+		Leader: 0, Writes: 0.10, Ranges: 0.03,
+		WriteDrag: 2, RangeWork: 2, RangeBytes: 1 << 20, LinkRate: 20 << 20,
+	}
+}
 
 func base(name string) Scenario {
 	return Scenario{
@@ -108,7 +157,13 @@ const BlackholeLength = 15 * time.Second
 //   - incident: 3 clients × 27 loops at the same load (few clients, as when
 //     the load balancer in front of the apiservers sent everything to one);
 //   - outage: member 0 refuses connections for 15 s in the middle of the
-//     measured period.
+//     measured period;
+//   - lists: the base model with a leader (member 0), 10% writes and 2%
+//     Lists (see baseMix);
+//   - slow-followers: lists, with every follower 3× slower for the whole
+//     run (a degraded disk or noisy neighbours on all of them);
+//   - saturated: lists at 85% load, more than the followers alone can
+//     carry once the leader's writes are counted out.
 func Scenarios() []Scenario {
 	mid := baseWarmup + baseMeasure/2
 	hom := base("homogeneous")
@@ -128,7 +183,25 @@ func Scenarios() []Scenario {
 	out := base("outage")
 	out.Faults = []Fault{{Kind: Remove, Member: 0, Start: mid - BlackholeLength/2, End: mid + BlackholeLength/2}}
 
-	return []Scenario{hom, slow, bh, rec, inc, out}
+	lists := base("lists")
+	lists.Clients, lists.Loops = 3, 27
+	lists.Mix = baseMix()
+	lists.Mix.Ranges = 0.04
+
+	sf := base("slow-followers")
+	sf.Mix = baseMix()
+	for m := 0; m < sf.Members; m++ {
+		if m != sf.Mix.Leader {
+			sf.Faults = append(sf.Faults, Fault{Kind: Slow, Member: m, Factor: 3})
+		}
+	}
+
+	sat := base("saturated")
+	sat.Mix = baseMix()
+	sat.Load = 0.9
+	sat.Mix.Writes = 0.03
+
+	return []Scenario{hom, slow, bh, rec, inc, out, lists, sf, sat}
 }
 
 // ScenarioNames lists the names of Scenarios.
@@ -153,7 +226,7 @@ func Lookup(name string) (Scenario, bool) {
 // Capacity is the healthy cluster's throughput at full utilisation, in
 // requests per second: Members × Workers / MeanService.
 func (s Scenario) Capacity() float64 {
-	return float64(s.Members*s.Workers) / s.MeanService.Seconds()
+	return float64(s.Members*s.Workers) / s.MeanService.Seconds() / s.meanWork()
 }
 
 // ResponseTime is the expected response time of a healthy member at the
@@ -172,8 +245,12 @@ func (s Scenario) ResponseTime() time.Duration {
 	}
 	top := term * a / float64(c) / (1 - s.Load) // a^c/c! · 1/(1-ρ)
 	pWait := top / (sum + top)
-	wq := pWait * float64(s.MeanService) / (float64(c) * (1 - s.Load))
-	return s.MeanService + time.Duration(math.Round(wq))
+	svc := float64(s.MeanService) * s.meanWork()
+	wq := pWait * svc / (float64(c) * (1 - s.Load))
+	if m := s.Mix; m != nil {
+		svc += m.Ranges * m.RangeBytes / m.LinkRate * float64(time.Second) // unshared link
+	}
+	return time.Duration(math.Round(svc + wq))
 }
 
 // ThinkTime is the mean think time that puts the cluster at Load. In a
@@ -193,6 +270,17 @@ func (s Scenario) ThinkTime() time.Duration {
 
 // Validate reports the first thing wrong with s.
 func (s Scenario) Validate() error {
+	// The mix first: the think time depends on it.
+	if m := s.Mix; m != nil {
+		switch {
+		case m.Leader < 0 || m.Leader >= s.Members:
+			return fmt.Errorf("sim: scenario %q: leader %d out of range", s.Name, m.Leader)
+		case !(m.Writes >= 0 && m.Ranges >= 0 && m.Writes+m.Ranges < 1):
+			return fmt.Errorf("sim: scenario %q: writes %v and ranges %v must be shares below 1 in all", s.Name, m.Writes, m.Ranges)
+		case m.WriteDrag < 0 || m.RangeWork <= 0 || m.RangeBytes < 0 || (m.Ranges > 0 && !(m.LinkRate > 0)):
+			return fmt.Errorf("sim: scenario %q: mix %+v: drag, work, bytes and link rate must be positive", s.Name, *m)
+		}
+	}
 	switch {
 	case s.Clients < 1 || s.Loops < 1:
 		return fmt.Errorf("sim: scenario %q: need at least one client and one loop", s.Name)

@@ -2,6 +2,7 @@ package sim
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"time"
@@ -23,7 +24,80 @@ type Options struct {
 	// with its tuning. Policy, Clock and Rand are set by the simulation; the
 	// zero value gives the engine's defaults.
 	Engine picker.Config
+	// Estimates and Leader choose how requests of a scenario with a Mix
+	// are described to the engine, for comparisons; the zero values are
+	// what the adapters do.
+	Estimates Estimates
+	Leader    LeaderRule
 }
+
+// Estimates is how the latency of the request classes reaches the engine.
+type Estimates int
+
+const (
+	// PerClass sets picker.Request.Class: one estimate per class.
+	PerClass Estimates = iota
+	// Shared describes every request as ClassPoint: one estimate for all,
+	// as before classes.
+	Shared
+	// Normalized is Shared with each range read's sample divided by
+	// 1 + bytes / (LinkRate × MeanService), the answer's size in units of
+	// what the link sends in one mean service time: the alternative to
+	// classes, size-normalised samples.
+	Normalized
+)
+
+// LeaderRule is how reads treat the leader.
+type LeaderRule int
+
+const (
+	// Reserve holds the leader in reserve (picker.Request.Reserve).
+	Reserve LeaderRule = iota
+	// Avoid avoids it by cost (picker.Request.Avoid, Config.AvoidFactor).
+	Avoid
+	// Ordinary treats it like any member.
+	Ordinary
+)
+
+var (
+	estimatesNames = []string{"per-class", "shared", "normalized"}
+	leaderNames    = []string{"reserve", "avoid", "ordinary"}
+)
+
+func nameOf(names []string, i int) string {
+	if i >= 0 && i < len(names) {
+		return names[i]
+	}
+	return fmt.Sprintf("%d", i)
+}
+
+func (e Estimates) String() string  { return nameOf(estimatesNames, int(e)) }
+func (l LeaderRule) String() string { return nameOf(leaderNames, int(l)) }
+
+// ParseEstimates returns the Estimates named s: per-class, shared or
+// normalized.
+func ParseEstimates(s string) (Estimates, error) {
+	for i, n := range estimatesNames {
+		if n == s {
+			return Estimates(i), nil
+		}
+	}
+	return 0, fmt.Errorf("sim: unknown estimates %q (want one of %v)", s, estimatesNames)
+}
+
+// ParseLeaderRule returns the LeaderRule named s: reserve, avoid or
+// ordinary.
+func ParseLeaderRule(s string) (LeaderRule, error) {
+	for i, n := range leaderNames {
+		if n == s {
+			return LeaderRule(i), nil
+		}
+	}
+	return 0, fmt.Errorf("sim: unknown leader rule %q (want one of %v)", s, leaderNames)
+}
+
+// leaderTag marks the leader in every engine.
+const leaderTag picker.Tags = 1
 
 // epoch is the wall time that virtual time 0 stands for. Any fixed instant
 // does: the engine only uses differences.
@@ -37,6 +111,9 @@ func (c virtualClock) Now() time.Time { return epoch.Add(time.Duration(*c.now)) 
 // request is one request in flight (or sitting in a member's queue after
 // its client gave up on it).
 type request struct {
+	class    picker.Class
+	size     float64 // answer size in bytes, for a range read
+	bytes    float64 // left to send on the link
 	loop     *loop
 	member   int
 	ticket   picker.Ticket
@@ -79,6 +156,13 @@ type member struct {
 	epoch      uint64     // bumped on removal: pending completions are void
 	busyNs     float64    // worker-ns busy inside the measured period
 	lastChange int64
+	// The link (Mix): range answers in transit, sharing it equally.
+	sending   []*request
+	linkAt    int64  // when the bytes left were last brought up to date
+	linkEpoch uint64 // bumped whenever the next completion moves
+	// The leader's write rate, writes/s exponentially weighted over 1 s.
+	writeRate float64
+	writeAt   int64
 }
 
 // bhTrack follows the first Blackhole fault of a scenario.
@@ -107,6 +191,7 @@ type sim struct {
 	think    float64 // mean think time, ns
 	service  float64 // mean service time, ns
 	deadline int64
+	opt      Options
 	mStart   int64
 	mEnd     int64
 
@@ -119,8 +204,10 @@ type sim struct {
 	deadErrs  int
 	failErrs  int
 	latencies []int64
-	picks     []int   // measured picks per member
-	perSecond [][]int // picks per member per second of the run
+	picks     []int      // measured picks per member
+	readPicks []int      // ... of reads
+	classLat  [3][]int64 // measured latencies by picker.Class (Mix)
+	perSecond [][]int    // picks per member per second of the run
 	bh        *bhTrack
 	err       error
 }
@@ -162,7 +249,9 @@ func Run(opt Options) (Result, error) {
 		mStart:   int64(sc.Warmup),
 		mEnd:     int64(sc.Warmup + sc.Measure),
 		picks:    make([]int, sc.Members),
+		opt:      opt,
 	}
+	s.readPicks = make([]int, sc.Members)
 	s.perSecond = make([][]int, int(s.mEnd/int64(time.Second))+1)
 	for i := range s.perSecond {
 		s.perSecond[i] = make([]int, sc.Members)
@@ -184,6 +273,11 @@ func Run(opt Options) (Result, error) {
 		}
 		if err := eng.SetEndpoints(addrs); err != nil {
 			return Result{}, err
+		}
+		if sc.Mix != nil {
+			if err := eng.SetTags(addrs[sc.Mix.Leader], leaderTag); err != nil {
+				return Result{}, err
+			}
 		}
 		cl := &client{eng: eng}
 		s.clients = append(s.clients, cl)
@@ -250,6 +344,8 @@ func (s *sim) run() {
 			s.issue(s.loops[e.id])
 		case evServed:
 			s.served(e.id, e.epoch, e.req)
+		case evSent:
+			s.sent(e.id, e.epoch)
 		case evRefused:
 			if !e.req.returned {
 				s.finish(e.req, picker.Failed)
@@ -269,7 +365,29 @@ func (s *sim) issue(l *loop) {
 	if inBH && !c.charged {
 		s.checkCharge(c)
 	}
-	t, err := c.eng.Pick(picker.Request{})
+	work := l.rng.ExpFloat64()
+	cls, bytes := picker.ClassPoint, 0.0
+	if mx := s.sc.Mix; mx != nil {
+		// Erlang-4 demand (coefficient of variation 0.5): an etcd Get's
+		// work varies far less than an exponential's, whose tail alone
+		// would set the p99 and hide the routing. Then two more draws, in
+		// the same order whatever they decide: the class, and the size of
+		// a range answer, uniform within ±50% of the mean (an apiserver
+		// Lists a few prefixes, each about the same size every time).
+		for k := 0; k < 3; k++ {
+			work += l.rng.ExpFloat64()
+		}
+		work /= 4
+		u, b := l.rng.Float64(), (0.5+l.rng.Float64())*mx.RangeBytes
+		switch {
+		case u < mx.Writes:
+			cls = picker.ClassWrite
+		case u < mx.Writes+mx.Ranges:
+			cls, bytes = picker.ClassRange, b
+			work *= mx.RangeWork
+		}
+	}
+	t, err := c.eng.Pick(s.requestFor(cls))
 	if err != nil {
 		s.err = fmt.Errorf("sim: pick at %v: %w", time.Duration(s.now), err)
 		return
@@ -279,7 +397,7 @@ func (s *sim) issue(l *loop) {
 		s.err = fmt.Errorf("sim: engine picked unknown endpoint %q", t.Addr())
 		return
 	}
-	r := &request{loop: l, member: m, ticket: t, issued: s.now, work: l.rng.ExpFloat64()}
+	r := &request{class: cls, size: bytes, bytes: bytes, loop: l, member: m, ticket: t, issued: s.now, work: work}
 	s.issued++
 	s.outstanding++
 	s.dls.push(r)
@@ -288,6 +406,9 @@ func (s *sim) issue(l *loop) {
 		r.measured = true
 		s.requests++
 		s.picks[m]++
+		if cls != picker.ClassWrite {
+			s.readPicks[m]++
+		}
 	}
 	if bh != nil {
 		if s.now >= bh.start-s.deadline && s.now < bh.end {
@@ -302,6 +423,27 @@ func (s *sim) issue(l *loop) {
 		}
 	}
 	s.arrive(r)
+}
+
+// requestFor describes a request of class cls to the engine, by the
+// run's Estimates and LeaderRule.
+func (s *sim) requestFor(cls picker.Class) picker.Request {
+	if s.sc.Mix == nil {
+		return picker.Request{}
+	}
+	var r picker.Request
+	if s.opt.Estimates == PerClass {
+		r.Class = cls
+	}
+	switch {
+	case cls == picker.ClassWrite:
+		r.Prefer = leaderTag
+	case s.opt.Leader == Reserve:
+		r.Reserve = leaderTag
+	case s.opt.Leader == Avoid:
+		r.Avoid = leaderTag
+	}
+	return r
 }
 
 // checkCharge records the first moment c's engine charges the black-holed
@@ -323,6 +465,10 @@ func (s *sim) checkCharge(c *client) {
 // arrive delivers r to its member.
 func (s *sim) arrive(r *request) {
 	m := s.members[r.member]
+	if mx := s.sc.Mix; mx != nil && r.class == picker.ClassWrite && r.member == mx.Leader && !m.removed && !m.blackholed {
+		m.writeRate = m.writeRate*s.decayed(m) + 1 // per second: the weight is 1 s
+		m.writeAt = s.now
+	}
 	switch {
 	case m.removed:
 		s.sched.schedule(s.now+int64(RefuseDelay), evRefused, 0, 0, r)
@@ -333,6 +479,23 @@ func (s *sim) arrive(r *request) {
 	default:
 		m.queue.push(r)
 	}
+}
+
+// decayed is the weight left of the leader's write rate since it last
+// changed.
+func (s *sim) decayed(m *member) float64 {
+	return math.Exp(-float64(s.now-m.writeAt) / float64(time.Second))
+}
+
+// leaderFactor is the leader's service-time multiplier from its write rate.
+func (s *sim) leaderFactor(mi int) float64 {
+	mx := s.sc.Mix
+	if mx == nil || mi != mx.Leader || mx.WriteDrag == 0 {
+		return 1
+	}
+	m := s.members[mi]
+	perMember := float64(s.sc.Workers) / s.sc.MeanService.Seconds()
+	return 1 + mx.WriteDrag*m.writeRate*s.decayed(m)/perMember
 }
 
 // account adds the member's busy worker time since its last change,
@@ -350,7 +513,7 @@ func (s *sim) startService(mi int, r *request) {
 	s.account(m)
 	m.busy++
 	m.inService = append(m.inService, r)
-	d := int64(r.work * s.service * m.factor)
+	d := int64(r.work * s.service * m.factor * s.leaderFactor(mi))
 	if d < 1 {
 		d = 1
 	}
@@ -367,14 +530,74 @@ func (s *sim) served(mi int, epoch uint64, r *request) {
 	if i := slices.Index(m.inService, r); i >= 0 {
 		m.inService = slices.Delete(m.inService, i, i+1)
 	}
+	if r.bytes > 0 {
+		s.linkAdvance(m)
+		m.sending = append(m.sending, r)
+		s.linkSchedule(mi)
+	} else {
+		s.deliver(m, r)
+	}
+	if m.queue.len() > 0 {
+		s.startService(mi, m.queue.pop())
+	}
+}
+
+// deliver sends r's answer to its client.
+func (s *sim) deliver(m *member, r *request) {
 	switch {
 	case m.blackholed:
 		m.heldAns = append(m.heldAns, r)
 	case !r.returned:
 		s.finish(r, picker.OK)
 	}
-	if m.queue.len() > 0 {
-		s.startService(mi, m.queue.pop())
+}
+
+// linkAdvance brings the bytes left of every answer in transit up to now.
+func (s *sim) linkAdvance(m *member) {
+	if n := len(m.sending); n > 0 {
+		sent := float64(s.now-m.linkAt) / 1e9 * s.sc.Mix.LinkRate / float64(n)
+		for _, r := range m.sending {
+			r.bytes -= sent
+		}
+	}
+	m.linkAt = s.now
+}
+
+// linkSchedule schedules the next completion on the link, voiding the
+// one scheduled before.
+func (s *sim) linkSchedule(mi int) {
+	m := s.members[mi]
+	m.linkEpoch++
+	if len(m.sending) == 0 {
+		return
+	}
+	least := m.sending[0].bytes
+	for _, r := range m.sending[1:] {
+		least = min(least, r.bytes)
+	}
+	d := int64(math.Ceil(max(least, 0) * float64(len(m.sending)) / s.sc.Mix.LinkRate * 1e9))
+	s.sched.schedule(s.now+max(d, 1), evSent, mi, m.linkEpoch, nil)
+}
+
+// sent finishes the answers whose last byte has left.
+func (s *sim) sent(mi int, epoch uint64) {
+	m := s.members[mi]
+	if epoch != m.linkEpoch {
+		return
+	}
+	s.linkAdvance(m)
+	var done []*request
+	m.sending = slices.DeleteFunc(m.sending, func(r *request) bool {
+		if r.bytes <= 1 { // rounding: a byte is nothing
+			done = append(done, r)
+			return true
+		}
+		return false
+	})
+	s.linkSchedule(mi)
+	for _, r := range done {
+		r.bytes = 0
+		s.deliver(m, r)
 	}
 }
 
@@ -388,9 +611,16 @@ func (s *sim) finish(r *request, res picker.Result) {
 	if res == picker.DeadlineExceeded {
 		o.Timeout = s.sc.Deadline
 	}
+	if res == picker.OK && r.class == picker.ClassRange && s.opt.Estimates == Normalized {
+		unit := s.sc.Mix.LinkRate * s.sc.MeanService.Seconds()
+		o.Latency = time.Duration(float64(s.now-r.issued) / (1 + r.size/unit))
+	}
 	r.loop.client.eng.Done(r.ticket, o)
 	if r.measured {
 		s.latencies = append(s.latencies, s.now-r.issued)
+		if s.sc.Mix != nil {
+			s.classLat[r.class] = append(s.classLat[r.class], s.now-r.issued)
+		}
 		switch res {
 		case picker.DeadlineExceeded:
 			s.deadErrs++
@@ -435,7 +665,9 @@ func (s *sim) faultOn(i int) {
 		gone = append(gone, m.queue.drain()...)
 		gone = append(gone, m.heldReqs...)
 		gone = append(gone, m.heldAns...)
-		m.inService, m.heldReqs, m.heldAns = nil, nil, nil
+		gone = append(gone, m.sending...)
+		m.inService, m.heldReqs, m.heldAns, m.sending = nil, nil, nil, nil
+		m.linkEpoch++
 		for _, r := range gone {
 			if !r.returned {
 				s.sched.schedule(s.now+int64(RefuseDelay), evRefused, 0, 0, r)

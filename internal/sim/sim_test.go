@@ -26,12 +26,24 @@ type runKey struct {
 	policy   picker.Policy
 	seed     uint64
 	noEject  bool // engine ejection off (EjectAfter -1)
+	// For scenarios with a Mix: how requests reach the engine, and
+	// avoid16 for the v3 adapter's current leader avoidance (Avoid with
+	// AvoidFactor 16).
+	est     Estimates
+	leader  LeaderRule
+	avoid16 bool
 }
 
 func (k runKey) String() string {
 	s := fmt.Sprintf("%s/%s/seed=%d", k.scenario, k.policy, k.seed)
 	if k.noEject {
 		s += "/no-eject"
+	}
+	if k.est != PerClass || k.leader != Reserve || k.avoid16 {
+		s += fmt.Sprintf("/%s/%s", k.est, k.leader)
+		if k.avoid16 {
+			s += "16"
+		}
 	}
 	return s
 }
@@ -49,9 +61,12 @@ func simulate(k runKey) (Result, error) {
 	if !ok {
 		return Result{}, fmt.Errorf("no scenario %q", k.scenario)
 	}
-	opt := Options{Scenario: sc, Policy: k.policy, Seed: k.seed}
+	opt := Options{Scenario: sc, Policy: k.policy, Seed: k.seed, Estimates: k.est, Leader: k.leader}
 	if k.noEject {
 		opt.Engine.EjectAfter = -1
+	}
+	if k.avoid16 {
+		opt.Engine.AvoidFactor = 16
 	}
 	return Run(opt)
 }
@@ -117,7 +132,7 @@ func TestHomogeneousBalance(t *testing.T) {
 	}
 	forSeeds(t, func(t *testing.T, seed uint64) {
 		for _, l := range limits {
-			r := result(t, runKey{"homogeneous", l.policy, seed, false})
+			r := result(t, runKey{scenario: "homogeneous", policy: l.policy, seed: seed})
 			t.Logf("%-18s max/mean %.4f shares %v p99 %.1f ms util %.3f", l.policy, r.MaxOverMeanShare, r.MemberShare, r.Latency.P99, r.Utilization)
 			if r.MaxOverMeanShare > l.maxOverMean {
 				t.Errorf("%s: max/mean share %.4f > %.2f (shares %v)", l.policy, r.MaxOverMeanShare, l.maxOverMean, r.MemberShare)
@@ -127,7 +142,7 @@ func TestHomogeneousBalance(t *testing.T) {
 			}
 		}
 		// The think time is derived so that the cluster runs at about 60%.
-		if u := result(t, runKey{"homogeneous", picker.RoundRobin, seed, false}).Utilization; u < 0.57 || u > 0.63 {
+		if u := result(t, runKey{scenario: "homogeneous", policy: picker.RoundRobin, seed: seed}).Utilization; u < 0.57 || u > 0.63 {
 			t.Errorf("round-robin utilisation %.3f, want 0.60 ± 0.03", u)
 		}
 	})
@@ -143,10 +158,10 @@ func TestSlowMember(t *testing.T) {
 	t.Parallel()
 	const slow = 0 // the scenario slows member 0
 	forSeeds(t, func(t *testing.T, seed uint64) {
-		p2c := result(t, runKey{"slow-member", picker.P2CEWMA, seed, false})
-		rr := result(t, runKey{"slow-member", picker.RoundRobin, seed, true})
-		rrEject := result(t, runKey{"slow-member", picker.RoundRobin, seed, false})
-		hom := result(t, runKey{"homogeneous", picker.P2CEWMA, seed, false})
+		p2c := result(t, runKey{scenario: "slow-member", policy: picker.P2CEWMA, seed: seed})
+		rr := result(t, runKey{scenario: "slow-member", policy: picker.RoundRobin, seed: seed, noEject: true})
+		rrEject := result(t, runKey{scenario: "slow-member", policy: picker.RoundRobin, seed: seed})
+		hom := result(t, runKey{scenario: "homogeneous", policy: picker.P2CEWMA, seed: seed})
 		t.Logf("p2c-ewma: slow share %.4f p99 %.1f ms p99.9 %.1f ms errors %d; homogeneous p99 %.1f ms",
 			p2c.MemberShare[slow], p2c.Latency.P99, p2c.Latency.P999, p2c.Errors, hom.Latency.P99)
 		t.Logf("round-robin, no ejection: slow share %.4f p99 %.1f ms errors %d", rr.MemberShare[slow], rr.Latency.P99, rr.Errors)
@@ -175,8 +190,8 @@ func TestSlowMember(t *testing.T) {
 func TestBlackhole(t *testing.T) {
 	t.Parallel()
 	forSeeds(t, func(t *testing.T, seed uint64) {
-		p2c := result(t, runKey{"blackhole", picker.P2CEWMA, seed, false})
-		rr := result(t, runKey{"blackhole", picker.RoundRobin, seed, false})
+		p2c := result(t, runKey{scenario: "blackhole", policy: picker.P2CEWMA, seed: seed})
+		rr := result(t, runKey{scenario: "blackhole", policy: picker.RoundRobin, seed: seed})
 		b, rb := p2c.Blackhole, rr.Blackhole
 		if b == nil || rb == nil {
 			t.Fatal("no black-hole statistics")
@@ -205,7 +220,7 @@ func TestBlackhole(t *testing.T) {
 func TestRecovery(t *testing.T) {
 	t.Parallel()
 	forSeeds(t, func(t *testing.T, seed uint64) {
-		r := result(t, runKey{"recovery", picker.P2CEWMA, seed, false})
+		r := result(t, runKey{scenario: "recovery", policy: picker.P2CEWMA, seed: seed})
 		rc := r.Recovery
 		if rc == nil {
 			t.Fatal("no recovery statistics")
@@ -226,8 +241,8 @@ func TestRecovery(t *testing.T) {
 func TestIncident(t *testing.T) {
 	t.Parallel()
 	forSeeds(t, func(t *testing.T, seed uint64) {
-		p2c := result(t, runKey{"incident", picker.P2CEWMA, seed, false})
-		pin := result(t, runKey{"incident", picker.Pinned, seed, false})
+		p2c := result(t, runKey{scenario: "incident", policy: picker.P2CEWMA, seed: seed})
+		pin := result(t, runKey{scenario: "incident", policy: picker.Pinned, seed: seed})
 		t.Logf("p2c-ewma: shares %v p99 %.1f ms", p2c.MemberShare, p2c.Latency.P99)
 		t.Logf("pinned:   shares %v p99 %.1f ms", pin.MemberShare, pin.Latency.P99)
 		mean := 1 / float64(len(p2c.MemberShare))
@@ -248,7 +263,7 @@ func TestNoLostTickets(t *testing.T) {
 		for _, p := range picker.Policies {
 			t.Run(sc.Name+"/"+string(p), func(t *testing.T) {
 				t.Parallel()
-				result(t, runKey{sc.Name, p, 1, false})
+				result(t, runKey{scenario: sc.Name, policy: p, seed: 1})
 			})
 		}
 	}
@@ -260,7 +275,7 @@ func TestDeterminism(t *testing.T) {
 	t.Parallel()
 	for _, name := range []string{"blackhole", "outage", "recovery"} {
 		for _, p := range []picker.Policy{picker.P2CEWMA, picker.RoundRobin, picker.ShuffledPin} {
-			k := runKey{name, p, 1, false}
+			k := runKey{scenario: name, policy: p, seed: 1}
 			t.Run(name+"/"+string(p), func(t *testing.T) {
 				t.Parallel()
 				first := result(t, k)
@@ -280,8 +295,8 @@ func TestDeterminism(t *testing.T) {
 // no more of them than round robin.
 func TestOutage(t *testing.T) {
 	t.Parallel()
-	p2c := result(t, runKey{"outage", picker.P2CEWMA, 1, false})
-	rr := result(t, runKey{"outage", picker.RoundRobin, 1, false})
+	p2c := result(t, runKey{scenario: "outage", policy: picker.P2CEWMA, seed: 1})
+	rr := result(t, runKey{scenario: "outage", policy: picker.RoundRobin, seed: 1})
 	t.Logf("failed: p2c-ewma %d, round-robin %d", p2c.FailedErrors, rr.FailedErrors)
 	if p2c.FailedErrors == 0 || p2c.DeadlineErrors != 0 {
 		t.Errorf("p2c-ewma: %d failed, %d timed out; want some failed and none timed out", p2c.FailedErrors, p2c.DeadlineErrors)
@@ -289,4 +304,65 @@ func TestOutage(t *testing.T) {
 	if p2c.FailedErrors > rr.FailedErrors {
 		t.Errorf("p2c-ewma failed %d requests, round-robin only %d", p2c.FailedErrors, rr.FailedErrors)
 	}
+}
+
+// mixKey is a p2c-ewma run of a scenario with a Mix.
+func mixKey(scenario string, seed uint64, est Estimates, lr LeaderRule, avoid16 bool) runKey {
+	return runKey{scenario: scenario, policy: picker.P2CEWMA, seed: seed, est: est, leader: lr, avoid16: avoid16}
+}
+
+// TestLeaderRule checks the reserve rule (picker.Request.Reserve) on a
+// leader whose service time grows with its writes: while the followers are
+// healthy (lists) the leader takes far less than its fair share of reads;
+// when they are all slower (slow-followers) or saturated (saturated) it
+// takes reads, and the tail is better than with the cost-based avoidance
+// the v3 adapter used (Avoid, AvoidFactor 16).
+func TestLeaderRule(t *testing.T) {
+	t.Parallel()
+	forSeeds(t, func(t *testing.T, seed uint64) {
+		healthy := result(t, mixKey("lists", seed, PerClass, Reserve, false)).Mix
+		t.Logf("lists: leader read share %.4f (fair %.3f), follower max/mean %.3f", healthy.LeaderReadShare, healthy.FairShare, healthy.FollowerMaxOverMean)
+		if healthy.LeaderReadShare > healthy.FairShare/4 {
+			t.Errorf("lists: the leader took %.4f of reads with healthy followers, want ≤ a quarter of its fair share %.3f",
+				healthy.LeaderReadShare, healthy.FairShare)
+		}
+		for _, name := range []string{"slow-followers", "saturated"} {
+			res := result(t, mixKey(name, seed, PerClass, Reserve, false))
+			old := result(t, mixKey(name, seed, PerClass, Avoid, true))
+			t.Logf("%s: reserve: leader reads %.4f, p99 %.1f ms (point %.1f); avoid ×16: leader reads %.4f, p99 %.1f ms (point %.1f)",
+				name, res.Mix.LeaderReadShare, res.Latency.P99, res.Mix.Point.P99, old.Mix.LeaderReadShare, old.Latency.P99, old.Mix.Point.P99)
+			if res.Mix.LeaderReadShare < res.Mix.FairShare/8 {
+				t.Errorf("%s: the leader took %.4f of reads, want ≥ %.3f: the followers are slower", name, res.Mix.LeaderReadShare, res.Mix.FairShare/8)
+			}
+			if res.Latency.P99 >= old.Latency.P99 || res.Errors > old.Errors {
+				t.Errorf("%s: reserve p99 %.1f ms (%d errors), no better than avoid ×16's %.1f ms (%d errors)",
+					name, res.Latency.P99, res.Errors, old.Latency.P99, old.Errors)
+			}
+		}
+	})
+}
+
+// TestPerClassEstimates: under a List-heavy mix, point reads judged by
+// their own estimate have a better tail than with one estimate shared with
+// the Lists. Size-normalised samples (the alternative) are logged beside.
+func TestPerClassEstimates(t *testing.T) {
+	t.Parallel()
+	forSeeds(t, func(t *testing.T, seed uint64) {
+		pc := result(t, mixKey("lists", seed, PerClass, Reserve, false))
+		sh := result(t, mixKey("lists", seed, Shared, Reserve, false))
+		nz := result(t, mixKey("lists", seed, Normalized, Reserve, false))
+		for _, r := range []struct {
+			name string
+			res  Result
+		}{{"per-class", pc}, {"shared", sh}, {"normalized", nz}} {
+			t.Logf("%-10s p99 %.1f ms, point p99 %.1f ms, range p99 %.1f ms, leader reads %.4f",
+				r.name, r.res.Latency.P99, r.res.Mix.Point.P99, r.res.Mix.Range.P99, r.res.Mix.LeaderReadShare)
+		}
+		if pc.Mix.Point.P99 > 0.95*sh.Mix.Point.P99 {
+			t.Errorf("point-read p99 %.1f ms per class, want ≤ 0.95 × %.1f ms with a shared estimate", pc.Mix.Point.P99, sh.Mix.Point.P99)
+		}
+		if pc.Latency.P99 > sh.Latency.P99 {
+			t.Errorf("p99 %.1f ms per class, above %.1f ms with a shared estimate", pc.Latency.P99, sh.Latency.P99)
+		}
+	})
 }

@@ -47,6 +47,9 @@ func TestValidate(t *testing.T) {
 		{"fault window", func(s *Scenario) { s.Faults = []Fault{{Kind: Remove, Start: 2, End: 1}} }, "bad window"},
 		{"fault factor", func(s *Scenario) { s.Faults = []Fault{{Kind: Slow}} }, "slow factor"},
 		{"fault kind", func(s *Scenario) { s.Faults = []Fault{{Kind: 9}} }, "unknown kind 9"},
+		{"mix leader", func(s *Scenario) { s.Mix = baseMix(); s.Mix.Leader = 7 }, "leader 7 out of range"},
+		{"mix shares", func(s *Scenario) { s.Mix = baseMix(); s.Mix.Writes = 0.99 }, "must be shares"},
+		{"mix link", func(s *Scenario) { s.Mix = baseMix(); s.Mix.LinkRate = 0 }, "link rate"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -171,7 +174,7 @@ func TestTimedOutWorkIsServed(t *testing.T) {
 // member until it ejects it, so some are.
 func TestBlackholeRelease(t *testing.T) {
 	t.Parallel()
-	r := result(t, runKey{"blackhole", picker.RoundRobin, 1, false})
+	r := result(t, runKey{scenario: "blackhole", policy: picker.RoundRobin, seed: 1})
 	b := r.Blackhole
 	if b.DroppedAtEnd == 0 || b.WindowDeadlineErrors < b.DroppedAtEnd {
 		t.Errorf("dropped %d at the end, %d timed out: want some dropped, each of them timed out", b.DroppedAtEnd, b.WindowDeadlineErrors)

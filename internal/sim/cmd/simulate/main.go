@@ -5,6 +5,12 @@
 //
 //	go run ./internal/sim/cmd/simulate -scenario NAME [-seed N] [-json]
 //	        [-policy p2c-ewma,round-robin,...] [-eject-after N]
+//	        [-estimates per-class|shared|normalized] [-leader reserve|avoid|ordinary]
+//	        [-avoid-factor F] [-reserve-ratio R]
+//
+// The last four matter only for the scenarios with a leader (lists,
+// slow-followers, saturated): how request classes and the leader are
+// described to the engine, and its two knobs for the leader.
 //
 // Without -json it prints a table; with -json exactly one JSON object:
 //
@@ -43,6 +49,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	asJSON := fs.Bool("json", false, "print one JSON object instead of a table")
 	policies := fs.String("policy", "", "comma-separated policies to run (default: all)")
 	ejectAfter := fs.Int("eject-after", 0, "engine EjectAfter for every policy: 0 gives p2c-ewma and least-outstanding the engine default and runs the stock-client baselines (round-robin, shuffled-pin, pinned) without ejection; -1 disables ejection everywhere")
+	estimates := fs.String("estimates", "per-class", "how request classes reach the engine: per-class (Request.Class), shared (one estimate) or normalized (one estimate, range samples divided by their size)")
+	leader := fs.String("leader", "reserve", "how reads treat the leader: reserve (Request.Reserve), avoid (Request.Avoid) or ordinary")
+	avoidFactor := fs.Float64("avoid-factor", 0, fmt.Sprintf("engine AvoidFactor, for -leader avoid (0: the engine default, %g)", picker.DefaultAvoidFactor))
+	reserveRatio := fs.Float64("reserve-ratio", 0, fmt.Sprintf("engine ReserveRatio, for -leader reserve (0: the engine default, %g)", picker.DefaultReserveRatio))
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -77,7 +87,22 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if *ejectAfter < -1 {
 		return fail("-eject-after %d: want -1 (off), 0 (default) or a positive count", *ejectAfter)
 	}
-	rep, err := sim.RunScenario(sc, *seed, pols, picker.Config{EjectAfter: *ejectAfter})
+	est, err := sim.ParseEstimates(*estimates)
+	if err != nil {
+		return fail("-estimates: %v", err)
+	}
+	lr, err := sim.ParseLeaderRule(*leader)
+	if err != nil {
+		return fail("-leader: %v", err)
+	}
+	base := sim.Options{
+		Engine:    picker.Config{EjectAfter: *ejectAfter, AvoidFactor: *avoidFactor, ReserveRatio: *reserveRatio},
+		Estimates: est, Leader: lr,
+	}
+	if _, err := picker.New(base.Engine); err != nil {
+		return fail("%v", err)
+	}
+	rep, err := sim.RunScenario(sc, *seed, pols, base)
 	if err != nil {
 		fmt.Fprintln(stderr, "simulate:", err)
 		return 1
@@ -126,6 +151,21 @@ func printTable(w io.Writer, rep sim.Report) {
 	}
 	tw.Flush()
 
+	if len(rep.Results) > 0 && rep.Results[0].Mix != nil {
+		fmt.Fprintf(w, "\nby class (estimates %s, leader %s; leader = member %d, fair share %.3f):\n", rep.Estimates, rep.Leader, m.Mix.Leader, rep.Results[0].Mix.FairShare)
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "policy            	point p50	point p99	range p50	range p99	write p99	leader reads	follower max/mean	read shares	")
+		for _, r := range rep.Results {
+			x := r.Mix
+			shares := make([]string, len(x.ReadShare))
+			for i, s := range x.ReadShare {
+				shares[i] = fmt.Sprintf("%.3f", s)
+			}
+			fmt.Fprintf(tw, "%-18s\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%.4f\t%.3f\t%s\t\n", r.Policy, x.Point.P50, x.Point.P99,
+				x.Range.P50, x.Range.P99, x.Write.P99, x.LeaderReadShare, x.FollowerMaxOverMean, strings.Join(shares, " "))
+		}
+		tw.Flush()
+	}
 	if len(rep.Results) > 0 && rep.Results[0].Blackhole != nil {
 		b := rep.Results[0].Blackhole
 		fmt.Fprintf(w, "\nblack hole on member %d from %gs to %gs:\n", b.Member, b.StartS, b.EndS)

@@ -27,6 +27,9 @@ func TestBadFlags(t *testing.T) {
 		{"empty policy", []string{"-scenario", "homogeneous", "-policy", "p2c-ewma,"}, `""`},
 		{"bad eject-after", []string{"-scenario", "homogeneous", "-eject-after", "-7"}, "-7"},
 		{"unknown flag", []string{"-scenario", "homogeneous", "-speed", "9"}, "-speed"},
+		{"unknown estimates", []string{"-scenario", "lists", "-estimates", "guess"}, `"guess"`},
+		{"unknown leader rule", []string{"-scenario", "lists", "-leader", "king"}, `"king"`},
+		{"bad reserve ratio", []string{"-scenario", "lists", "-reserve-ratio", "0.5"}, "ReserveRatio 0.5"},
 		{"stray argument", []string{"-scenario", "homogeneous", "extra"}, `"extra"`},
 	}
 	for _, tt := range tests {

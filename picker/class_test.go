@@ -1,0 +1,130 @@
+package picker
+
+import (
+	"testing"
+	"time"
+)
+
+// feed hands back one request of class c on the endpoint tagged only,
+// answered in lat.
+func feed(t *testing.T, p *Picker, only Tags, c Class, lat time.Duration) {
+	t.Helper()
+	tk, err := p.Pick(Request{Class: c, Exclude: ^only})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tk.class != c {
+		t.Fatalf("ticket class %d, want %d", tk.class, c)
+	}
+	p.Done(tk, Outcome{Latency: lat})
+}
+
+// TestClassesKeepTheirOwnEstimates: a slow range read on one endpoint
+// leaves its point-read estimate alone, and range reads are judged by the
+// range estimates.
+func TestClassesKeepTheirOwnEstimates(t *testing.T) {
+	clk := newFakeClock()
+	p := mustNew(t, Config{Clock: clk, Rand: NewSource(1), SlowStart: -1}, "a", "b")
+	const ta, tb Tags = 1, 2
+	_ = p.SetTags("a", ta)
+	_ = p.SetTags("b", tb)
+	for i := 0; i < 10; i++ {
+		clk.Advance(time.Millisecond)
+		feed(t, p, ta, ClassPoint, time.Millisecond)
+		feed(t, p, tb, ClassPoint, time.Millisecond)
+		feed(t, p, ta, ClassRange, 500*time.Millisecond)
+		feed(t, p, tb, ClassRange, 100*time.Millisecond)
+	}
+	if e := statsOf(t, p, "a").Estimate; e > 2*time.Millisecond {
+		t.Fatalf("a's point estimate %v after slow range reads, want ≈ 1ms", e)
+	}
+	point, rng := 0, 0
+	for i := 0; i < 1000; i++ {
+		tk, _ := p.Pick(Request{})
+		if tk.Addr() == "a" {
+			point++
+		}
+		p.Done(tk, Outcome{Result: Canceled})
+		tk, _ = p.Pick(Request{Class: ClassRange})
+		if tk.Addr() == "a" {
+			rng++
+		}
+		p.Done(tk, Outcome{Result: Canceled})
+	}
+	if point < 400 || point > 600 {
+		t.Errorf("a got %d of 1000 point reads, want about half", point)
+	}
+	if rng != 0 {
+		t.Errorf("a got %d of 1000 range reads, want 0 (5× slower for ranges)", rng)
+	}
+	if tk, _ := p.Pick(Request{Class: numClasses + 3}); tk.class != ClassPoint {
+		t.Errorf("unknown class became %d, want point", tk.class)
+	}
+}
+
+// reserveRun sends n sequential reads that reserve the leader (member
+// "l"), one every gap, each answered in lat[addr], and returns the
+// leader's share.
+func reserveRun(t *testing.T, p *Picker, clk *fakeClock, n int, gap time.Duration, lat map[string]time.Duration) float64 {
+	t.Helper()
+	toLeader := 0
+	for i := 0; i < n; i++ {
+		clk.Advance(gap)
+		tk, err := p.Pick(Request{Reserve: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tk.Addr() == "l" {
+			toLeader++
+		}
+		p.Done(tk, Outcome{Latency: lat[tk.Addr()]})
+	}
+	return float64(toLeader) / float64(n)
+}
+
+func TestReserveRule(t *testing.T) {
+	clk := newFakeClock()
+	p := mustNew(t, Config{Clock: clk, Rand: NewSource(7)}, "l", "f1", "f2")
+	_ = p.SetTags("l", 1)
+	ms := time.Millisecond
+
+	// Healthy followers, a leader somewhat slower (writes): probes only,
+	// about one a second.
+	healthy := map[string]time.Duration{"l": 12 * ms, "f1": 10 * ms, "f2": 10 * ms}
+	if s := reserveRun(t, p, clk, 20000, ms, healthy); s > 0.002 || s == 0 {
+		t.Errorf("healthy followers: leader share %.4f, want probes only (0 < share ≤ 0.002)", s)
+	}
+	// Followers somewhat slower than the leader, but within ReserveRatio
+	// (1.5):
+	// still probes only, although the leader is the cheapest.
+	close := map[string]time.Duration{"l": 10 * ms, "f1": 14 * ms, "f2": 14 * ms}
+	if s := reserveRun(t, p, clk, 20000, ms, close); s > 0.002 {
+		t.Errorf("followers 1.4× the leader: leader share %.4f, want probes only", s)
+	}
+	// Followers measurably slower: the leader takes reads.
+	slow := map[string]time.Duration{"l": 10 * ms, "f1": 40 * ms, "f2": 40 * ms}
+	if s := reserveRun(t, p, clk, 20000, ms, slow); s < 0.5 {
+		t.Errorf("followers 4× slower: leader share %.4f, want most reads", s)
+	}
+	// Healthy again: back to probes.
+	reserveRun(t, p, clk, 20000, ms, healthy)
+	if s := reserveRun(t, p, clk, 20000, ms, healthy); s > 0.002 {
+		t.Errorf("followers healed: leader share %.4f, want probes only", s)
+	}
+	// At a low rate probes stay under half the fair share.
+	if s := reserveRun(t, p, clk, 3000, 5*time.Second, healthy); s > 1.0/6+0.03 {
+		t.Errorf("one read every 5s: leader share %.4f, want ≤ 1/(2n)", s)
+	}
+	// Round robin never reserves into the leader while others are eligible;
+	// an only-eligible leader is picked.
+	rr := mustNew(t, Config{Clock: clk, Rand: NewSource(7), Policy: RoundRobin}, "l", "f1", "f2")
+	_ = rr.SetTags("l", 1)
+	if s := reserveRun(t, rr, clk, 3000, ms, slow); s != 0 {
+		t.Errorf("round-robin: leader share %.4f, want 0", s)
+	}
+	_ = p.SetTags("f1", 2)
+	_ = p.SetTags("f2", 2)
+	if tk, err := p.Pick(Request{Reserve: 1, Exclude: 2}); err != nil || tk.Addr() != "l" {
+		t.Errorf("only the leader eligible: got %q, %v", tk.Addr(), err)
+	}
+}
