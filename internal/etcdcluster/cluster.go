@@ -79,10 +79,13 @@ type Cluster struct {
 	dir   string
 	token string
 
-	mu      sync.Mutex // guards members, nextIdx, closed
+	mu      sync.Mutex // guards members, nextIdx, closed, user, password
 	members []*Member
 	nextIdx int
 	closed  bool
+	// user and password are the credentials NewClient and the control
+	// clients use once EnableAuth has run; "" before.
+	user, password string
 
 	opMu sync.Mutex // serialises membership changes
 }
@@ -245,6 +248,9 @@ func (c *Cluster) NewClient(endpoints ...string) (*clientv3.Client, error) {
 		endpoints = c.Endpoints()
 	}
 	cfg := clientv3.Config{Endpoints: endpoints, Logger: zap.NewNop()}
+	c.mu.Lock()
+	cfg.Username, cfg.Password = c.user, c.password
+	c.mu.Unlock()
 	if c.cfg.TLS != nil {
 		tc, err := c.cfg.TLS.ClientTLS()
 		if err != nil {
@@ -269,6 +275,41 @@ func (c *Cluster) controlClient(skip *Member) (*clientv3.Client, error) {
 		return nil, errors.New("etcdcluster: no running voting member")
 	}
 	return c.NewClient(eps...)
+}
+
+// RootUser is the user EnableAuth creates.
+const RootUser = "root"
+
+// EnableAuth turns on etcd's authentication, as an operator would with
+// "etcdctl user add root" and "etcdctl auth enable": it creates the user
+// root with password (and the root role), then enables auth. From then on
+// NewClient, and the clients the cluster uses for membership changes,
+// authenticate as root with that password. With TLS client-certificate
+// auth (TLSConfig.ClientCertAuth), a client certificate whose CommonName
+// is "root" authenticates as root without a password.
+func (c *Cluster) EnableAuth(ctx context.Context, password string) error {
+	c.opMu.Lock()
+	defer c.opMu.Unlock()
+	cli, err := c.controlClient(nil)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = cli.Close() }()
+	if _, err := cli.UserAdd(ctx, RootUser, password); err != nil {
+		return fmt.Errorf("etcdcluster: add user root: %w", err)
+	}
+	if _, err := cli.UserGrantRole(ctx, RootUser, "root"); err != nil {
+		return fmt.Errorf("etcdcluster: grant root role: %w", err)
+	}
+	if _, err := cli.AuthEnable(ctx); err != nil {
+		return fmt.Errorf("etcdcluster: enable auth: %w", err)
+	}
+	c.mu.Lock()
+	c.user, c.password = RootUser, password
+	c.mu.Unlock()
+	// Every member must have applied the change before a client counts on
+	// it (a member that has not yet would accept calls without a token).
+	return c.waitMembersApplied(ctx)
 }
 
 // WaitLeader waits until a leader is known to a majority of the voting

@@ -97,6 +97,10 @@ func New(target string) (*Proxy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("faultproxy: listen: %w", err)
 	}
+	return start(ln, target), nil
+}
+
+func start(ln net.Listener, target string) *Proxy {
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &Proxy{
 		ln:     ln,
@@ -108,10 +112,23 @@ func New(target string) (*Proxy, error) {
 	p.state.Store(&faults{changed: make(chan struct{})})
 	p.wg.Add(1)
 	go p.acceptLoop()
-	return p, nil
+	return p
 }
 
-// Addr returns the listening address, "127.0.0.1:PORT".
+// NewUnix starts a proxy that listens on the unix socket path (which must
+// not exist; Close removes it) and forwards to target ("host:port"), for
+// clients that reach a member through a "unix://" endpoint. Faults and
+// counters work as with New.
+func NewUnix(path, target string) (*Proxy, error) {
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("faultproxy: listen: %w", err)
+	}
+	return start(ln, target), nil
+}
+
+// Addr returns the listening address: "127.0.0.1:PORT", or the socket's
+// path for NewUnix.
 func (p *Proxy) Addr() string { return p.ln.Addr().String() }
 
 // Target returns the address new connections are forwarded to.
