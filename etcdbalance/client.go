@@ -81,14 +81,16 @@ func New(cfg clientv3.Config, opts ...Option) (*clientv3.Client, error) {
 // included, and the monotonic guard re-issues a stale read as a
 // linearizable one.
 //
-// Call DialOptions once per client: the options carry one engine, which
-// the client's own channel owns (Attach, Stats and ClusterView confirm
-// which channel that is, should a throwaway channel that clientv3 dials
-// with the same options, for Maintenance.Status and friends, have come
-// first); other channels get engines of their own. The monotonic guard
-// keeps each client's revision apart even so. The engine is freed once the
-// options and every ClientConn built with them are unreachable (closed and
-// garbage-collected); New frees it when the client closes.
+// Each client built with the options gets an engine, a cluster view (once
+// attached) and a monotonic guard of its own, so one value may serve
+// several clients (an apiserver's main and events clients). A client's
+// engine is owned by its own channel: Attach, Stats and ClusterView
+// confirm which channel that is, should a throwaway channel that clientv3
+// dials with the same options (for Maintenance.Status and friends) have
+// come first; other channels get engines of their own. The engines are
+// freed once the options and every ClientConn built with them are
+// unreachable (closed and garbage-collected); New frees its engine when
+// the client closes.
 //
 // If an option is invalid, dialling fails with an error that names it
 // ("grpc: the provided default service config is invalid: etcdbalance: ...").

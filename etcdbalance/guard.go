@@ -2,13 +2,12 @@ package etcdbalance
 
 import (
 	"context"
-	"sync"
+	"io"
+	"reflect"
 	"sync/atomic"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 )
 
 // headered is every etcd response: each carries the revision of the
@@ -17,11 +16,11 @@ type headered interface {
 	GetHeader() *pb.ResponseHeader
 }
 
-// guard is the monotonic-read state of one client: the highest revision it
-// has seen, and the counters ClusterView reports. It belongs to one client,
-// not to the options value the client was built with: an apiserver builds
-// its main and its events client from the same options, and their
-// revisions must not mix.
+// guard is the monotonic-read state of one client (of its entry): the
+// highest revision it has seen, and the counters ClusterView reports. It
+// belongs to one client, not to the options value the client was built
+// with: an apiserver builds its main and its events client from the same
+// options, and their revisions must not mix.
 type guard struct {
 	maxRev         atomic.Int64 // highest response revision seen
 	stale          atomic.Int64 // serializable reads answered below the floor
@@ -29,52 +28,6 @@ type guard struct {
 	retryLeader    atomic.Int64 // re-issued to the leader
 	retryLinear    atomic.Int64 // re-issued as linearizable
 	resets         atomic.Int64 // floor lowered: the cluster's revision went back
-}
-
-// guards finds a client's guard from the channel a call runs on. clientv3
-// names every channel of a client (its own, and the throwaway ones that
-// Maintenance.Status and friends dial) with a target that holds the
-// client's address, so the canonical target tells clients apart and keeps
-// a client's throwaway channels with it.
-type guards struct {
-	last atomic.Pointer[guardSlot] // the last one found: nearly every call's
-
-	mu       sync.Mutex
-	byTarget map[string]*guard
-}
-
-type guardSlot struct {
-	target string
-	g      *guard
-}
-
-func (gs *guards) of(cc *grpc.ClientConn) *guard {
-	var target string
-	if cc != nil { // unit tests call the interceptor without a channel
-		target = cc.CanonicalTarget()
-	}
-	if s := gs.last.Load(); s != nil && s.target == target {
-		return s.g
-	}
-	gs.mu.Lock()
-	defer gs.mu.Unlock()
-	g := gs.byTarget[target]
-	if g == nil {
-		if gs.byTarget == nil {
-			gs.byTarget = map[string]*guard{}
-		}
-		g = new(guard)
-		gs.byTarget[target] = g
-	}
-	gs.last.Store(&guardSlot{target: target, g: g})
-	return g
-}
-
-// lookup returns the guard of the client whose channel has target, or nil.
-func (gs *guards) lookup(target string) *guard {
-	gs.mu.Lock()
-	defer gs.mu.Unlock()
-	return gs.byTarget[target]
 }
 
 // observe raises the highest revision seen to rev.
@@ -132,10 +85,10 @@ func kvRevision(reply any) (int64, bool) {
 // clientv3's retry interceptor, so it sees each attempt of a call
 // separately.
 func (h *handle) unaryInterceptor(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-	e := h.e
-	if e == nil || isProbe(ctx) {
+	if h.e == nil || isProbe(ctx) {
 		return invoker(ctx, method, req, reply, cc, opts...)
 	}
+	e := h.e.forConn(cc)
 	if err := e.checkPin(ctx); err != nil {
 		return err
 	}
@@ -154,7 +107,7 @@ func (h *handle) unaryInterceptor(ctx context.Context, method string, req, reply
 		if !rt.set.monotonic {
 			return invoker(ctx, method, req, reply, cc, opts...)
 		}
-		g := e.guards.of(cc)
+		g := &e.guard
 		floor := g.maxRev.Load()
 		err := invoker(ctx, method, req, reply, cc, opts...)
 		if err == nil {
@@ -172,7 +125,7 @@ func (h *handle) unaryInterceptor(ctx context.Context, method string, req, reply
 	}
 	// The floor is what the client had seen when the call started: calls
 	// that overlap are not ordered with each other.
-	g := e.guards.of(cc)
+	g := &e.guard
 	floor := g.maxRev.Load()
 	rt.expireBehind()
 	err := invoker(ctx, method, req, reply, cc, opts...)
@@ -249,58 +202,172 @@ type rangeStreamResponse interface {
 }
 
 // guardedRangeStream applies the monotonic guard to a RangeStream (3.7's
-// chunked Range). Its revision arrives with the last chunk, after the
-// others were handed over, so a serializable one answered below the floor
-// cannot be re-issued in place: its end is turned into an error, which the
-// caller sees in place of the end of the stream, and the member is tagged
-// behind as for a unary read.
+// chunked Range). Its revision arrives with the last chunk, so a
+// serializable one is held until then: the chunks of an answer below the
+// floor are dropped and the read is re-issued as a unary one would be (on
+// another member, on the leader, as a linearizable read), and the caller
+// gets the chunks of the first answer at or above the floor. That costs
+// the client the memory of the whole answer, as a Range does; the members
+// still send it in chunks. Linearizable ones pass through, and only feed
+// the floor.
 type guardedRangeStream struct {
-	grpc.ClientStream
-	rt     *router
-	g      *guard
-	mark   *readMark
-	floor  int64
-	serial bool
+	grpc.ClientStream                 // the current attempt's
+	ctx               context.Context // the call's, without a read mark
+	rt                *router
+	g                 *guard
+	mark              *readMark // the first attempt's
+	floor             int64
+	pinned            bool
+	desc              *grpc.StreamDesc
+	cc                *grpc.ClientConn
+	method            string
+	streamer          grpc.Streamer
+	opts              []grpc.CallOption
+
+	req    *pb.RangeRequest // from SendMsg
+	held   bool             // the answer has been received and checked
+	chunks []any            // the answer, handed out one by one
+	end    error            // what follows the last chunk: io.EOF or an error
 }
 
 func (s *guardedRangeStream) SendMsg(m any) error {
 	if rr, ok := m.(*pb.RangeRequest); ok {
-		s.serial = rr.Serializable
+		s.req = rr
 	}
 	return s.ClientStream.SendMsg(m)
 }
 
 func (s *guardedRangeStream) RecvMsg(m any) error {
-	if err := s.ClientStream.RecvMsg(m); err != nil {
-		return err
-	}
-	c, ok := m.(rangeStreamResponse)
-	if !ok {
+	if s.req == nil || !s.req.Serializable || s.pinned {
+		if err := s.ClientStream.RecvMsg(m); err != nil {
+			return err
+		}
+		if c, ok := m.(rangeStreamResponse); ok && s.req != nil && !s.req.Serializable {
+			if rev := c.GetRangeResponse().GetHeader().GetRevision(); rev != 0 {
+				s.g.linearizable(rev, s.floor)
+			}
+		} else if ok {
+			s.g.observe(c.GetRangeResponse().GetHeader().GetRevision())
+		}
 		return nil
 	}
-	rev := c.GetRangeResponse().GetHeader().GetRevision()
-	switch {
-	case rev == 0: // not the last chunk
-	case !s.serial:
-		s.g.linearizable(rev, s.floor)
-	case rev >= s.floor:
-		s.g.observe(rev)
-	default:
-		s.g.stale.Add(1)
-		if v := s.rt.view.Load(); v != nil {
-			v.markBehind(s.mark.addr, s.floor)
-		}
-		return status.Errorf(codes.Unavailable, "etcdbalance: member %s answered a serializable RangeStream at revision %d, below revision %d that this client had already seen; the answer is withheld, retry the call", s.mark.addr, rev, s.floor)
+	if !s.held {
+		s.held = true
+		s.chunks, s.end = s.answer(m)
 	}
+	if len(s.chunks) == 0 {
+		return s.end
+	}
+	// Move the held chunk into the caller's message: a shallow move of a
+	// message nothing else refers to (the generated types cannot be named
+	// here, 3.6's API lacks them).
+	reflect.ValueOf(m).Elem().Set(reflect.ValueOf(s.chunks[0]).Elem())
+	s.chunks[0] = nil
+	s.chunks = s.chunks[1:]
 	return nil
+}
+
+// answer receives the whole answer of the current attempt and re-issues
+// the read while it is below the floor; like m, each chunk is a new
+// message of the caller's type.
+func (s *guardedRangeStream) answer(like any) ([]any, error) {
+	chunks, rev, err := s.collect(like)
+	if err != nil || rev >= s.floor {
+		s.g.observe(rev)
+		return chunks, orEOF(err)
+	}
+	s.g.stale.Add(1)
+	v := s.rt.view.Load()
+	if v != nil {
+		v.markBehind(s.mark.addr, s.floor)
+		for _, leader := range [...]bool{false, true} {
+			if leader {
+				if !v.leaderKnown() {
+					break
+				}
+				s.g.retryLeader.Add(1)
+			} else {
+				s.g.retryElsewhere.Add(1)
+			}
+			mark := &readMark{serial: true, ranged: true, leader: leader}
+			if err := s.reopen(context.WithValue(s.ctx, readKey{}, mark)); err != nil {
+				continue
+			}
+			chunks, rev, err := s.collect(like)
+			if s.ctx.Err() != nil {
+				return nil, s.ctx.Err()
+			}
+			if err == nil && rev >= s.floor {
+				s.g.observe(rev)
+				return chunks, io.EOF
+			}
+			if err == nil {
+				v.markBehind(mark.addr, s.floor)
+			}
+		}
+	}
+	s.g.retryLinear.Add(1)
+	s.req.Serializable = false
+	err = s.reopen(context.WithValue(s.ctx, readKey{}, &readMark{ranged: true}))
+	s.req.Serializable = true
+	if err != nil {
+		return nil, err
+	}
+	chunks, rev, err = s.collect(like)
+	if err == nil {
+		s.g.linearizable(rev, s.floor)
+	}
+	return chunks, orEOF(err)
+}
+
+// reopen starts another attempt of the read on a new stream.
+func (s *guardedRangeStream) reopen(ctx context.Context) error {
+	cs, err := s.streamer(ctx, s.desc, s.cc, s.method, s.opts...)
+	if err != nil {
+		return err
+	}
+	s.ClientStream = cs
+	if err := cs.SendMsg(s.req); err != nil {
+		return err
+	}
+	return cs.CloseSend()
+}
+
+// collect receives the current attempt's chunks up to the end of its
+// stream, and the revision the last one carries.
+func (s *guardedRangeStream) collect(like any) (chunks []any, rev int64, err error) {
+	t := reflect.TypeOf(like).Elem()
+	for {
+		m := reflect.New(t).Interface()
+		if err := s.ClientStream.RecvMsg(m); err != nil {
+			if err == io.EOF {
+				return chunks, rev, nil
+			}
+			return chunks, rev, err
+		}
+		if c, ok := m.(rangeStreamResponse); ok {
+			if r := c.GetRangeResponse().GetHeader().GetRevision(); r != 0 {
+				rev = r
+			}
+		}
+		chunks = append(chunks, m)
+	}
+}
+
+func orEOF(err error) error {
+	if err == nil {
+		return io.EOF
+	}
+	return err
 }
 
 // streamInterceptor checks WithMember pins, marks streams whose method
 // Classify does not know, so that the picker counts them as streams and
 // not as requests in flight, and guards RangeStreams.
 func (h *handle) streamInterceptor(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
-	e := h.e
-	if e != nil {
+	var e *entry
+	if h.e != nil {
+		e = h.e.forConn(cc)
 		if err := e.checkPin(ctx); err != nil {
 			return nil, err
 		}
@@ -311,8 +378,11 @@ func (h *handle) streamInterceptor(ctx context.Context, desc *grpc.StreamDesc, c
 	if e == nil || method != methodRangeStream || !e.rt.set.monotonic {
 		return streamer(ctx, desc, cc, method, opts...)
 	}
-	g := e.guards.of(cc)
-	s := &guardedRangeStream{rt: e.rt, g: g, mark: &readMark{}, floor: g.maxRev.Load()}
+	_, pinned := pinnedMember(ctx)
+	s := &guardedRangeStream{
+		ctx: ctx, rt: e.rt, g: &e.guard, mark: &readMark{}, floor: e.guard.maxRev.Load(), pinned: pinned,
+		desc: desc, cc: cc, method: method, streamer: streamer, opts: opts,
+	}
 	e.rt.expireBehind()
 	cs, err := streamer(context.WithValue(ctx, readKey{}, s.mark), desc, cc, method, opts...)
 	if err != nil {

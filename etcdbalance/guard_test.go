@@ -49,7 +49,7 @@ func guardFixture(t *testing.T, set routing) (*handle, *view) {
 	}
 	p.rt.view.Store(v)
 	h := &handle{e: &entry{engine: p.engine, rt: p.rt}}
-	h.e.guards.of(nil).observe(100)
+	h.e.guard.observe(100)
 	return h, v
 }
 
@@ -78,7 +78,7 @@ func TestGuardReissue(t *testing.T) {
 	if rev != 100 || len(got) != 4 || got[0] != want[0] || got[1] != want[1] || got[2] != want[2] || got[3] != want[3] {
 		t.Errorf("answers 90, 95, 99, 100: got revision %d after %+v, want 100 after %+v", rev, got, want)
 	}
-	if g := (GuardStats{Stale: h.e.guards.of(nil).stale.Load(), RetriedElsewhere: h.e.guards.of(nil).retryElsewhere.Load(), RetriedOnLeader: h.e.guards.of(nil).retryLeader.Load(), RetriedLinearizable: h.e.guards.of(nil).retryLinear.Load()}); g.Stale != 1 || g.RetriedElsewhere != 1 || g.RetriedOnLeader != 1 || g.RetriedLinearizable != 1 {
+	if g := (GuardStats{Stale: h.e.guard.stale.Load(), RetriedElsewhere: h.e.guard.retryElsewhere.Load(), RetriedOnLeader: h.e.guard.retryLeader.Load(), RetriedLinearizable: h.e.guard.retryLinear.Load()}); g.Stale != 1 || g.RetriedElsewhere != 1 || g.RetriedOnLeader != 1 || g.RetriedLinearizable != 1 {
 		t.Errorf("counters %+v", g)
 	}
 	for _, a := range []string{"a", "b", "c"} {
@@ -91,8 +91,8 @@ func TestGuardReissue(t *testing.T) {
 	if rev, got := read(h, ctx, []answer{{"b", 90}, {"c", 101}}); rev != 101 || len(got) != 2 {
 		t.Errorf("answers 90, 101: got %d after %+v, want 101 after 2 attempts", rev, got)
 	}
-	if h.e.guards.of(nil).maxRev.Load() != 101 {
-		t.Errorf("highest revision seen %d, want 101", h.e.guards.of(nil).maxRev.Load())
+	if h.e.guard.maxRev.Load() != 101 {
+		t.Errorf("highest revision seen %d, want 101", h.e.guard.maxRev.Load())
 	}
 	if rev, got := read(h, ctx, []answer{{"b", 150}}); rev != 150 || len(got) != 1 {
 		t.Errorf("answer 150: got %d after %+v", rev, got)

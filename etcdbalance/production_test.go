@@ -513,6 +513,10 @@ func TestMonotonicPerClient(t *testing.T) {
 	highA := resp.Header.Revision
 	_, err = cliB.Put(ctx, "mono/0", "b")
 	require.NoError(t, err)
+	// B's own write is a floor B's reads must respect: wait until every
+	// member of B has applied it, so that only A's revisions could make
+	// B's reads stale.
+	waitCaughtUp(t, b)
 
 	ms := b.Members()
 	const n = 100
@@ -525,6 +529,7 @@ func TestMonotonicPerClient(t *testing.T) {
 	vb, err := ClusterView(cliB)
 	if assert.NoError(t, err, "ClusterView of the second client") {
 		assert.Zero(t, vb.Guard.Stale, "B's guard: %+v", vb.Guard)
+		assert.Zero(t, vb.Guard.Resets, "B's guard: %+v", vb.Guard)
 		assert.Less(t, vb.Guard.Revision, highA, "B's guard holds A's revision: %+v", vb.Guard)
 	}
 	if va, err := ClusterView(cliA); assert.NoError(t, err) {

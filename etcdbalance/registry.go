@@ -48,22 +48,38 @@ type registry struct {
 	byTarget map[string]*entry           // owner channel's canonical target
 }
 
-// entry is one registered engine.
+// entry is the engine of one client, with its routing state and its
+// monotonic guard. New and DialOptions register one up front (the
+// template, under its key); a DialOptions value used for more clients (an
+// apiserver's main and events clients) gets one more entry per further
+// client, made from the template's configuration when that client's
+// channel is first seen. Clients are told apart by their channels'
+// canonical target, which clientv3 makes unique per client (it holds the
+// client's address) and shares with the client's throwaway channels.
 type entry struct {
 	// Set at creation, read-only after.
-	id     string
-	cfg    picker.Config
-	engine *picker.Picker
-	rt     *router // routing rules and cluster view of this engine
-	guards guards  // monotonic-read state, one per client
+	id       string
+	cfg      picker.Config
+	engine   *picker.Picker
+	rt       *router // routing rules and cluster view of this engine
+	template *entry  // the entry registered under id; itself for the template
+	guard    guard   // the client's monotonic-read state
+	last     atomic.Pointer[targetEntry]
 
 	// Guarded by registry.mu.
 	held      bool                // the client handle still exists
 	bal       *etcdBalancer       // the owner's live balancer; nil when none
 	owner     channelz.Identifier // the channel using the engine; nil until one attaches
 	confirmed bool                // owner was claimed as the client's own channel
-	target    string              // owner's target, key in byTarget; "" until attached
+	target    string              // the client's channels' target; "" until first seen
 	client    *clientv3.Client    // key in byClient, for New
+	siblings  map[string]*entry   // the template's: entries of further clients by target
+}
+
+// targetEntry caches the last client entry that forConn found.
+type targetEntry struct {
+	target string
+	e      *entry
 }
 
 var reg = &registry{
@@ -92,6 +108,7 @@ func (r *registry) create(cfg picker.Config, set routing) (*entry, error) {
 		rt:     newRouter(set, eng),
 		held:   true,
 	}
+	e.template = e
 	r.mu.Lock()
 	r.byID[e.id] = e
 	r.mu.Unlock()
@@ -106,19 +123,75 @@ func (r *registry) bindClient(cli *clientv3.Client, e *entry) {
 	r.byClient[cli] = e
 }
 
-// release drops the client handle's hold on e.
+// release drops the client handle's hold on template e and its siblings.
 func (r *registry) release(e *entry) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	e.held = false
+	for _, s := range e.siblings {
+		s.held = false
+		r.maybeFreeLocked(s)
+	}
 	r.maybeFreeLocked(e)
+}
+
+// forConn returns the entry of the client that channel cc belongs to,
+// made from template e: e itself for its first client. cc is nil in unit
+// tests, which have one client.
+func (e *entry) forConn(cc *grpc.ClientConn) *entry {
+	if cc == nil {
+		return e
+	}
+	target := cc.CanonicalTarget()
+	if l := e.last.Load(); l != nil && l.target == target {
+		return l.e
+	}
+	reg.mu.Lock()
+	ce := reg.forTargetLocked(e, target)
+	reg.mu.Unlock()
+	e.last.Store(&targetEntry{target: target, e: ce})
+	return ce
+}
+
+// forTargetLocked returns the entry, made from template t, of the client
+// whose channels have target.
+func (r *registry) forTargetLocked(t *entry, target string) *entry {
+	if t.target == target {
+		return t
+	}
+	if t.target == "" {
+		t.target = target
+		if _, taken := r.byTarget[target]; !taken {
+			r.byTarget[target] = t
+		}
+		return t
+	}
+	if s := t.siblings[target]; s != nil {
+		return s
+	}
+	eng, err := picker.New(t.cfg)
+	if err != nil { // the template's configuration, validated when it was made
+		return t
+	}
+	s := &entry{id: t.id, cfg: t.cfg, engine: eng, rt: newRouter(t.rt.set, eng), template: t, held: t.held, target: target}
+	if t.siblings == nil {
+		t.siblings = map[string]*entry{}
+	}
+	t.siblings[target] = s
+	if _, taken := r.byTarget[target]; !taken {
+		r.byTarget[target] = s
+	}
+	return s
 }
 
 // attach returns the engine balancer b is to use for cfg, and the entry it
 // attached to, or nil when the engine is the balancer's own.
 func (r *registry) attach(cfg *LBConfig, b *etcdBalancer) (*picker.Picker, *entry, error) {
 	r.mu.Lock()
-	e := r.byID[cfg.Client]
+	var e *entry
+	if t := r.byID[cfg.Client]; t != nil {
+		e = r.forTargetLocked(t, b.target)
+	}
 	if e != nil && (e.owner == b.channel || (e.bal == nil && !e.confirmed)) {
 		r.ownLocked(e, b)
 		r.mu.Unlock()
@@ -138,19 +211,7 @@ func (r *registry) attach(cfg *LBConfig, b *etcdBalancer) (*picker.Picker, *entr
 
 // ownLocked makes b's channel the owner of e, and b its live balancer.
 func (r *registry) ownLocked(e *entry, b *etcdBalancer) {
-	e.bal = b
-	if e.owner == b.channel {
-		return
-	}
-	e.owner = b.channel
-	if e.target != "" && r.byTarget[e.target] == e {
-		delete(r.byTarget, e.target)
-	}
-	e.target = ""
-	if _, taken := r.byTarget[b.target]; !taken {
-		e.target = b.target
-		r.byTarget[b.target] = e
-	}
+	e.bal, e.owner = b, b.channel
 }
 
 // detach is called when balancer b closes.
@@ -169,6 +230,9 @@ func (r *registry) maybeFreeLocked(e *entry) {
 	}
 	if r.byID[e.id] == e {
 		delete(r.byID, e.id)
+	}
+	if t := e.template; t != e && t.siblings[e.target] == e {
+		delete(t.siblings, e.target)
 	}
 	if e.client != nil && r.byClient[e.client] == e {
 		delete(r.byClient, e.client)

@@ -278,7 +278,9 @@ func pickRouted(eng *picker.Picker, rt *router, class Class, kind picker.Kind, m
 	}
 	set := &rt.set
 	serial := mark != nil && mark.serial
-	learnerSafe := (serial && set.learnerReads) || method == methodStatus
+	// Learners refuse every stream but Snapshot, serializable RangeStreams
+	// included.
+	learnerSafe := (serial && set.learnerReads && method != methodRangeStream) || method == methodStatus
 
 	switch {
 	case mode == overrideLeader || (mark != nil && mark.leader):

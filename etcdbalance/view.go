@@ -473,14 +473,13 @@ func ClusterView(cli *clientv3.Client) (View, error) {
 	}
 	rt := e.rt
 	out := View{Guard: GuardStats{On: rt.set.monotonic}}
-	if g := e.guards.lookup(cli.ActiveConnection().CanonicalTarget()); g != nil {
-		out.Guard.Revision = g.maxRev.Load()
-		out.Guard.Stale = g.stale.Load()
-		out.Guard.RetriedElsewhere = g.retryElsewhere.Load()
-		out.Guard.RetriedOnLeader = g.retryLeader.Load()
-		out.Guard.RetriedLinearizable = g.retryLinear.Load()
-		out.Guard.Resets = g.resets.Load()
-	}
+	g := &e.guard
+	out.Guard.Revision = g.maxRev.Load()
+	out.Guard.Stale = g.stale.Load()
+	out.Guard.RetriedElsewhere = g.retryElsewhere.Load()
+	out.Guard.RetriedOnLeader = g.retryLeader.Load()
+	out.Guard.RetriedLinearizable = g.retryLinear.Load()
+	out.Guard.Resets = g.resets.Load()
 	v := rt.view.Load()
 	if v == nil {
 		return out, nil
