@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"slices"
 	"sync"
-	"sync/atomic"
 
 	"google.golang.org/grpc/balancer"
 	"google.golang.org/grpc/balancer/endpointsharding"
@@ -27,9 +26,6 @@ import (
 const Name = "etcdbalance"
 
 var logger = grpclog.Component(Name)
-
-// builds counts balancers built, so that tests can see a rebuild.
-var builds atomic.Int64
 
 func init() {
 	recordPool.New = newCallRecord
@@ -55,7 +51,6 @@ func (builder) Build(cc balancer.ClientConn, opts balancer.BuildOptions) balance
 		target:     opts.Target.String(),
 	}
 	b.child = endpointsharding.NewBalancer(b, opts, balancer.Get(pickfirst.Name).Build, endpointsharding.Options{})
-	builds.Add(1)
 	return b
 }
 

@@ -1,4 +1,4 @@
-package etcdbalance
+package etcdbalance_test
 
 import (
 	"context"
@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 
+	"github.com/etcdbalance/etcdbalance-go/etcdbalance"
 	"github.com/etcdbalance/etcdbalance-go/internal/etcdcluster"
 )
 
@@ -54,9 +55,9 @@ func clientConfig(eps []string) clientv3.Config {
 }
 
 // newBalanced returns a client made by New, closed when the test ends.
-func newBalanced(t testing.TB, cfg clientv3.Config, opts ...Option) *clientv3.Client {
+func newBalanced(t testing.TB, cfg clientv3.Config, opts ...etcdbalance.Option) *clientv3.Client {
 	t.Helper()
-	cli, err := New(cfg, opts...)
+	cli, err := etcdbalance.New(cfg, opts...)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -271,20 +272,20 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 }
 
 // memberStats returns Stats(cli) by address.
-func memberStats(t *testing.T, cli *clientv3.Client) map[string]MemberStats {
+func memberStats(t *testing.T, cli *clientv3.Client) map[string]etcdbalance.MemberStats {
 	t.Helper()
-	st, err := Stats(cli)
+	st, err := etcdbalance.Stats(cli)
 	if err != nil {
 		t.Fatalf("Stats: %v", err)
 	}
-	m := map[string]MemberStats{}
+	m := map[string]etcdbalance.MemberStats{}
 	for _, s := range st {
 		m[s.Addr] = s
 	}
 	return m
 }
 
-func formatStats(st []MemberStats) string {
+func formatStats(st []etcdbalance.MemberStats) string {
 	var b strings.Builder
 	for _, s := range st {
 		fmt.Fprintf(&b, "\n  %s ready=%v picks=%d inflight=%d streams=%d est=%v failures=%d ejected=%v",
@@ -294,9 +295,9 @@ func formatStats(st []MemberStats) string {
 }
 
 // viewOf returns ClusterView(cli) or fails the test.
-func viewOf(t testing.TB, cli *clientv3.Client) View {
+func viewOf(t testing.TB, cli *clientv3.Client) etcdbalance.View {
 	t.Helper()
-	v, err := ClusterView(cli)
+	v, err := etcdbalance.ClusterView(cli)
 	if err != nil {
 		t.Fatalf("ClusterView: %v", err)
 	}
@@ -305,9 +306,9 @@ func viewOf(t testing.TB, cli *clientv3.Client) View {
 
 // waitRounds waits until cli's view has completed at least n probe rounds
 // and returns the view. It counts rounds; it asserts nothing about time.
-func waitRounds(t testing.TB, cli *clientv3.Client, n int64) View {
+func waitRounds(t testing.TB, cli *clientv3.Client, n int64) etcdbalance.View {
 	t.Helper()
-	var v View
+	var v etcdbalance.View
 	waitFor(t, 60*time.Second, fmt.Sprintf("%d probe rounds", n), func() bool {
 		v = viewOf(t, cli)
 		return v.Rounds >= n
@@ -359,4 +360,9 @@ func settledRequests(t testing.TB, ms []*etcdcluster.Member, cli *clientv3.Clien
 		return true
 	})
 	return out
+}
+
+// errorContains reports whether err's text contains s.
+func errorContains(err error, s string) bool {
+	return err != nil && s != "" && strings.Contains(err.Error(), s)
 }

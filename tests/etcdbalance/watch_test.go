@@ -1,4 +1,4 @@
-package etcdbalance
+package etcdbalance_test
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/etcdbalance/etcdbalance-go/etcdbalance"
 	"github.com/etcdbalance/etcdbalance-go/internal/etcdcluster"
 )
 
@@ -223,14 +224,14 @@ func TestWatch(t *testing.T) {
 		if missing > 0 {
 			t.Errorf("%d successful Puts never reached the watch", missing)
 		}
-		st, _ := Stats(cli)
+		st, _ := etcdbalance.Stats(cli)
 		t.Logf("%d events, revisions %d..%d, no gap, no duplicate; stream now:%s", len(revs), revs[0], revs[len(revs)-1], formatStats(st))
 	})
 }
 
-func mustStats(t *testing.T, cli *clientv3.Client) []MemberStats {
+func mustStats(t *testing.T, cli *clientv3.Client) []etcdbalance.MemberStats {
 	t.Helper()
-	st, err := Stats(cli)
+	st, err := etcdbalance.Stats(cli)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package etcdbalance
+package etcdbalance_test
 
 import (
 	"context"
@@ -16,6 +16,7 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 	"google.golang.org/grpc"
 
+	"github.com/etcdbalance/etcdbalance-go/etcdbalance"
 	"github.com/etcdbalance/etcdbalance-go/internal/etcdcluster"
 )
 
@@ -133,19 +134,27 @@ func newClientCfg(t testing.TB, cfg clientv3.Config) *clientv3.Client {
 
 // newDialOptionsClient returns clientv3.New(cfg) with DialOptions(opts...)
 // appended, closed when the test ends.
-func newDialOptionsClient(t testing.TB, cfg clientv3.Config, opts ...Option) *clientv3.Client {
+func newDialOptionsClient(t testing.TB, cfg clientv3.Config, opts ...etcdbalance.Option) *clientv3.Client {
 	t.Helper()
-	cfg.DialOptions = append(slices.Clip(cfg.DialOptions), DialOptions(opts...)...)
+	cfg.DialOptions = append(slices.Clip(cfg.DialOptions), etcdbalance.DialOptions(opts...)...)
 	return newClientCfg(t, cfg)
 }
 
 // waitViewComplete waits until cli's view knows a leader and has verified
 // exactly the members at addrs, and returns it.
-func waitViewComplete(t testing.TB, cli *clientv3.Client, addrs []string) View {
+func waitViewComplete(t testing.TB, cli *clientv3.Client, addrs []string) etcdbalance.View {
+	t.Helper()
+	return waitViewVerified(t, cli, addrs, true)
+}
+
+// waitViewVerified waits until the view lists exactly addrs, all verified,
+// and, if needLeader, has found the leader (which it can only when the
+// leader is one of addrs).
+func waitViewVerified(t testing.TB, cli *clientv3.Client, addrs []string, needLeader bool) etcdbalance.View {
 	t.Helper()
 	want := slices.Clone(addrs)
 	slices.Sort(want)
-	var v View
+	var v etcdbalance.View
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		v = viewOf(t, cli)
@@ -155,7 +164,7 @@ func waitViewComplete(t testing.TB, cli *clientv3.Client, addrs []string) View {
 			got = append(got, m.Addr)
 			verified = verified && m.Verified
 		}
-		if v.Leader != "" && verified && slices.Equal(got, want) {
+		if (v.Leader != "" || !needLeader) && verified && slices.Equal(got, want) {
 			return v
 		}
 		if time.Now().After(deadline) {
@@ -168,7 +177,7 @@ func waitViewComplete(t testing.TB, cli *clientv3.Client, addrs []string) View {
 // statsAddrs returns the members Stats lists for cli, and which are ready.
 func statsAddrs(t testing.TB, cli *clientv3.Client) (all, ready []string) {
 	t.Helper()
-	st, err := Stats(cli)
+	st, err := etcdbalance.Stats(cli)
 	if err != nil {
 		t.Fatalf("Stats: %v", err)
 	}
@@ -300,7 +309,7 @@ func getStream(ctx context.Context, cli *clientv3.Client, key string, opts ...cl
 
 // guardField reads a GuardStats counter by name, so that a test can use a
 // counter that an older version of this package lacks (ok false then).
-func guardField(g GuardStats, name string) (int64, bool) {
+func guardField(g etcdbalance.GuardStats, name string) (int64, bool) {
 	f := reflect.ValueOf(g).FieldByName(name)
 	if !f.IsValid() || f.Kind() != reflect.Int64 {
 		return 0, false

@@ -1,4 +1,4 @@
-package etcdbalance
+package etcdbalance_test
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/etcdbalance/etcdbalance-go/etcdbalance"
 	"github.com/etcdbalance/etcdbalance-go/internal/etcdcluster"
 )
 
@@ -31,7 +32,7 @@ func BenchmarkWrites(b *testing.B) {
 	c := startCluster(b, etcdcluster.Config{Size: 3})
 	ctx := context.Background()
 	leader := newBalanced(b, clientConfig(c.Endpoints()))
-	spread := newBalanced(b, clientConfig(c.Endpoints()), WithLeaderWrites(false))
+	spread := newBalanced(b, clientConfig(c.Endpoints()), etcdbalance.WithLeaderWrites(false))
 	for _, cli := range []*clientv3.Client{leader, spread} {
 		waitFor(b, 30*time.Second, "the view to know the leader", func() bool { return viewOf(b, cli).Leader != "" })
 	}

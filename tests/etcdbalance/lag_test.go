@@ -1,4 +1,4 @@
-package etcdbalance
+package etcdbalance_test
 
 import (
 	"context"
@@ -9,18 +9,19 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/etcdbalance/etcdbalance-go/etcdbalance"
 	"github.com/etcdbalance/etcdbalance-go/internal/etcdcluster"
 )
 
 // memberView returns what cli's view knows of the member at addr.
-func memberView(t testing.TB, cli *clientv3.Client, addr string) MemberView {
+func memberView(t testing.TB, cli *clientv3.Client, addr string) etcdbalance.MemberView {
 	t.Helper()
 	for _, m := range viewOf(t, cli).Members {
 		if m.Addr == addr {
 			return m
 		}
 	}
-	return MemberView{}
+	return etcdbalance.MemberView{}
 }
 
 // monotonicGets returns an op doing serializable Gets of key that counts,
@@ -86,7 +87,7 @@ func TestLaggingMember(t *testing.T) {
 	}
 
 	t.Run("lag", func(t *testing.T) {
-		reader := newBalanced(t, clientConfig(c.Endpoints()), WithMonotonicReads(false))
+		reader := newBalanced(t, clientConfig(c.Endpoints()), etcdbalance.WithMonotonicReads(false))
 		waitRounds(t, reader, 1)
 		stopWrites := writeWhile()
 		lagger.CutPeers()
@@ -127,8 +128,8 @@ func TestLaggingMember(t *testing.T) {
 
 	t.Run("monotonic reads", func(t *testing.T) {
 		const reads = 10000
-		guarded := newBalanced(t, clientConfig(c.Endpoints()), WithLagThreshold(-1))
-		unguarded := newBalanced(t, clientConfig(c.Endpoints()), WithLagThreshold(-1), WithMonotonicReads(false))
+		guarded := newBalanced(t, clientConfig(c.Endpoints()), etcdbalance.WithLagThreshold(-1))
+		unguarded := newBalanced(t, clientConfig(c.Endpoints()), etcdbalance.WithLagThreshold(-1), etcdbalance.WithMonotonicReads(false))
 		waitRounds(t, guarded, 1)
 		waitRounds(t, unguarded, 1)
 		stopWrites := writeWhile()
@@ -159,7 +160,7 @@ func TestLaggingMember(t *testing.T) {
 			if r.fail.Load() != 0 {
 				t.Errorf("%s: reads failed: %v", name, r)
 			}
-			st, _ := Stats(cli)
+			st, _ := etcdbalance.Stats(cli)
 			vv := viewOf(t, cli)
 			t.Logf("%s: %d serializable reads in %v, %d went back in revision; guard %+v%s\nview leader %q, members %+v",
 				name, r.total(), time.Since(start).Round(time.Millisecond), regressions.Load(), vv.Guard, formatStats(st), vv.Leader, vv.Members)

@@ -1,4 +1,4 @@
-package etcdbalance
+package etcdbalance_test
 
 import (
 	"context"
@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/etcdbalance/etcdbalance-go/etcdbalance"
 	"github.com/etcdbalance/etcdbalance-go/internal/etcdcluster"
 	"github.com/etcdbalance/etcdbalance-go/internal/faultproxy"
 )
@@ -51,7 +52,7 @@ func TestUnixEndpoint(t *testing.T) {
 	assert.Zero(t, r.fail.Load(), "Gets: %v", r)
 
 	// Stats lists the unix member, under whatever spelling, and uses it.
-	st, err := Stats(cli)
+	st, err := etcdbalance.Stats(cli)
 	require.NoError(t, err)
 	assert.Len(t, st, 3, "Stats:%s", formatStats(st))
 	unixKey := ""
@@ -80,11 +81,11 @@ func TestUnixEndpoint(t *testing.T) {
 
 	// Pins, by the spelling given to the client.
 	for i, ep := range eps {
-		resp, err := cli.Get(WithMember(ctx, ep), "unix", clientv3.WithSerializable())
+		resp, err := cli.Get(etcdbalance.WithMember(ctx, ep), "unix", clientv3.WithSerializable())
 		if assert.NoError(t, err, "Get pinned to %s", ep) {
 			assert.Equal(t, ms[i].ID(), resp.Header.MemberId, "Get pinned to %s answered by another member", ep)
 		}
-		sresp, err := pb.NewMaintenanceClient(cli.ActiveConnection()).Status(WithMember(ctx, ep), &pb.StatusRequest{})
+		sresp, err := pb.NewMaintenanceClient(cli.ActiveConnection()).Status(etcdbalance.WithMember(ctx, ep), &pb.StatusRequest{})
 		if assert.NoError(t, err, "Status pinned to %s", ep) {
 			assert.Equal(t, ms[i].ID(), sresp.Header.MemberId, "Status pinned to %s answered by another member", ep)
 		}
@@ -113,7 +114,7 @@ func TestWithMemberBadAddress(t *testing.T) {
 				{"Get", func(ctx context.Context) error { _, err := cli.Get(ctx, "pin"); return err }},
 				{"Put", func(ctx context.Context) error { _, err := cli.Put(ctx, "pin", "w"); return err }},
 			} {
-				err := call.do(WithMember(ctx, bad))
+				err := call.do(etcdbalance.WithMember(ctx, bad))
 				if !assert.Error(t, err, "%s pinned to %q succeeded", call.name, bad) {
 					continue
 				}

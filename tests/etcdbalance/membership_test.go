@@ -1,4 +1,4 @@
-package etcdbalance
+package etcdbalance_test
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package etcdbalance
+package etcdbalance_test
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/etcdbalance/etcdbalance-go/etcdbalance"
 	"github.com/etcdbalance/etcdbalance-go/internal/etcdcluster"
 	"github.com/etcdbalance/etcdbalance-go/picker"
 )
@@ -62,13 +63,13 @@ func TestSpread(t *testing.T) {
 
 	viaNew := newBalanced(t, clientConfig(eps))
 	cfg := clientConfig(eps)
-	cfg.DialOptions = DialOptions()
+	cfg.DialOptions = etcdbalance.DialOptions()
 	viaOpts, err := clientv3.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = viaOpts.Close() })
-	if _, err := Attach(viaOpts); err != nil {
+	if _, err := etcdbalance.Attach(viaOpts); err != nil {
 		t.Fatal(err)
 	}
 	ours := []*clientv3.Client{viaNew, viaOpts}
@@ -107,7 +108,7 @@ func TestSpread(t *testing.T) {
 		before, p0 := memberStats(t, cli), probes(t, c.Members(), cli)
 		d, lead := measure(cli, k, calls)
 		after, p1 := memberStats(t, cli), probes(t, c.Members(), cli)
-		st, _ := Stats(cli)
+		st, _ := etcdbalance.Stats(cli)
 		t.Logf("%s%s", describe(name, k, d, lead), formatStats(st))
 		if lead < 0 {
 			t.Logf("%s: the leader changed during the run; spread not checked", name)

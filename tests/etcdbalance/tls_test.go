@@ -1,4 +1,4 @@
-package etcdbalance
+package etcdbalance_test
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/etcdbalance/etcdbalance-go/etcdbalance"
 	"github.com/etcdbalance/etcdbalance-go/internal/etcdcluster"
 )
 
@@ -91,7 +92,7 @@ func TestTLS(t *testing.T) {
 		}
 		cfg := clientConfig(eps)
 		cfg.TLS = tc
-		cli, err := New(cfg)
+		cli, err := etcdbalance.New(cfg)
 		if err != nil {
 			// A blocking dial may already report it; that is fine too.
 			checkTLSError(t, err)

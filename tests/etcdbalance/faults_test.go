@@ -1,4 +1,4 @@
-package etcdbalance
+package etcdbalance_test
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/etcdbalance/etcdbalance-go/etcdbalance"
 	"github.com/etcdbalance/etcdbalance-go/internal/etcdcluster"
 )
 
@@ -58,7 +59,7 @@ func TestSlowMember(t *testing.T) {
 	before := requests(t, ms, cli)
 	r := hammer(ctx, conc, 3000, getOp(cli, "slow", mixed))
 	d := sub(requests(t, ms, cli), before)
-	st, _ := Stats(cli)
+	st, _ := etcdbalance.Stats(cli)
 	t.Logf("per-member requests %v (member %d slow), %v%s", d, si, r, formatStats(st))
 	if r.fail.Load() != 0 {
 		t.Errorf("Gets failed: %v", r)
@@ -109,7 +110,7 @@ func TestBlackhole(t *testing.T) {
 	}()
 	res := hammerFor(load, conc, gets(ours, "bh", deadline))
 	<-done
-	st, _ := Stats(ours)
+	st, _ := etcdbalance.Stats(ours)
 	t.Logf("member %d black-holed, %v of Gets with a %v deadline, %d at a time:\n etcdbalance: %v\n stock round_robin: %v%s",
 		bi, load, deadline, conc, res, stockRes, formatStats(st))
 	if res.rate() < 0.995 {
@@ -202,7 +203,7 @@ func TestStopRestart(t *testing.T) {
 	progress(200)
 	stop()
 	wg.Wait()
-	st, _ := Stats(cli)
+	st, _ := etcdbalance.Stats(cli)
 	t.Logf("member %d stopped and restarted: reads %v; puts %v%s", vi, readRes, putRes, formatStats(st))
 	if readRes.fail.Load() != 0 {
 		t.Errorf("Ranges failed: %v", readRes)
