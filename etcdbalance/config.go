@@ -401,7 +401,7 @@ func WithPickerConfig(pc picker.Config) Option { return func(o *options) { o.pic
 // spreading), and the monotonic guard re-issues a stale read as a
 // linearizable one. Each probe is one Status call on the client's own
 // connection (no new connections), which also keeps the connection out of
-// grpc's idle mode. A probe that gets no answer within max(interval, 1s)
+// grpc's idle mode. A probe that gets no answer within max(interval, 3s)
 // counts as failed.
 func WithClusterView(interval time.Duration) Option {
 	return func(o *options) {

@@ -120,7 +120,7 @@
 // (clientv3's Maintenance.Status(ctx, endpoint) dials one on every call;
 // the view does not use it). The probes of a round go out together; a
 // member whose connection is down is skipped once its role is known; a
-// probe that gets no answer within max(interval, 1s) fails.
+// probe that gets no answer within max(interval, 3s) fails.
 //
 // From the answers: the leader is the member that answered and reported
 // itself leader, at the highest term among such claims (and none if

@@ -71,8 +71,12 @@ type memberState struct {
 }
 
 // probeTimeoutFloor bounds how short a probe's deadline may be: a short
-// interval must not make a busy member look dead.
-const probeTimeoutFloor = time.Second
+// interval must not make a busy member look dead, and on an auth-enabled
+// cluster a probe that finds the token expired logs in again within its
+// own deadline (clientv3's retry interceptor), which costs a bcrypt check
+// on the member: with too short a deadline a loaded member would never
+// let the view log in again.
+const probeTimeoutFloor = 3 * time.Second
 
 // startView starts the view of e for cli, running until ctx ends (the
 // client's context for New; Attach's own for Attach). It returns the view,
