@@ -109,7 +109,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		sc.rate = *rateFlag
 		o.scenario = &sc
 	}
-	if o.policies, err = parsePolicies(*policyList); err != nil {
+	if o.policies, err = parsePolicies(*policyList, o.scenario); err != nil {
 		return nil, err
 	}
 	if *endpoints != "" {
@@ -160,10 +160,21 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	return o, nil
 }
 
-// parsePolicies resolves a comma-separated list of policy names, or "all".
-func parsePolicies(s string) ([]*policy, error) {
+// runsIn reports whether p can run sc: the job-storm operations need
+// clientv3 in this process.
+func (p *policy) runsIn(sc *scenario) bool { return !sc.storm || p.newV3 != nil }
+
+// parsePolicies resolves a comma-separated list of policy names, or "all"
+// (every policy that can run sc and is not kept for another scenario).
+func parsePolicies(s string, sc *scenario) ([]*policy, error) {
 	if strings.TrimSpace(s) == "all" {
-		return allPolicies(), nil
+		var out []*policy
+		for _, p := range allPolicies() {
+			if p.runsIn(sc) && (p.only == "" || p.only == sc.name) {
+				out = append(out, p)
+			}
+		}
+		return out, nil
 	}
 	var out []*policy
 	seen := map[string]bool{}
@@ -175,6 +186,9 @@ func parsePolicies(s string) ([]*policy, error) {
 		p := lookupPolicy(name)
 		if p == nil {
 			return nil, fmt.Errorf("-policies: unknown policy %q (want all or some of %s)", name, strings.Join(policyNames(), ", "))
+		}
+		if !p.runsIn(sc) {
+			return nil, fmt.Errorf("-policies: policy %q cannot run scenario %s (it needs clientv3 for Txn and leases)", name, sc.name)
 		}
 		if seen[name] {
 			return nil, fmt.Errorf("-policies: policy %q given twice", name)

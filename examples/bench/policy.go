@@ -26,6 +26,9 @@ type policy struct {
 	// vintage, "stock" or "patched", runs the client in a process of the
 	// legacy module's vintage command (see vintage.go).
 	vintage string
+	// only, when set, is the one scenario in which "-policies all"
+	// includes this policy; it can still be named for any other.
+	only string
 	// newV3 builds a v3 client from cfg, which carries the endpoints and
 	// the harness's own dial options (the attribution interceptor).
 	newV3 func(cfg clientv3.Config) (*clientv3.Client, error)
@@ -82,6 +85,14 @@ func allPolicies() []*policy {
 			name:  "etcdbalance",
 			about: "clientv3 from etcdbalance.New (default policy)",
 			newV3: func(cfg clientv3.Config) (*clientv3.Client, error) { return etcdbalance.New(cfg) },
+		},
+		{
+			name:  "etcdbalance-noleader",
+			about: "etcdbalance.New with WithLeaderWrites(false): writes spread by load like reads, as a follower forwards them",
+			only:  "job-storm",
+			newV3: func(cfg clientv3.Config) (*clientv3.Client, error) {
+				return etcdbalance.New(cfg, etcdbalance.WithLeaderWrites(false))
+			},
 		},
 		{
 			name:    "v3-1.7-stock",
