@@ -253,6 +253,7 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"extra"}, `"extra"`},
 		{[]string{"-rate", "-5"}, "-rate -5"},
 		{[]string{"-scenario", "job-storm", "-policies", "v2-stock"}, `"v2-stock"`},
+		{[]string{"-reserve-ratio", "0.5"}, "-reserve-ratio 0.5"},
 		{[]string{"-json", "/nonexistent-dir/x.json"}, `"/nonexistent-dir/x.json"`},
 		{[]string{"-json", os.TempDir()}, strconv.Quote(os.TempDir())},
 		{[]string{"-plots", "bench_test.go"}, `"bench_test.go"`},

@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/etcdbalance/etcdbalance-go/etcdbalance"
 )
 
 // options are the parsed and checked command-line flags.
@@ -67,6 +69,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		v2Endpoints  = fs.String("v2-endpoints", "", "comma-separated endpoints (http://host:port) of an external cluster serving the v2 API, for the v2 rows")
 		jsonPath     = fs.String("json", "", "write the results as JSON to `FILE`")
 		plotsDir     = fs.String("plots", "", "write SVG charts into `DIR`")
+		// For diagnosis: they change what the etcdbalance rows measure.
+		reserveRatio  = fs.Float64("reserve-ratio", 0, "etcdbalance rows: WithReserveRatio(`R`) (R >= 1); 0 keeps the engine's default")
+		followerReads = fs.Bool("follower-reads", true, "etcdbalance rows: WithFollowerReads; false spreads reads over the leader too")
 	)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: go run ./examples/bench [flags]\n\nRuns one scenario against every policy and prints one row per policy.\n\nFlags:\n")
@@ -111,6 +116,22 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	}
 	if o.policies, err = parsePolicies(*policyList, o.scenario); err != nil {
 		return nil, err
+	}
+	if *reserveRatio != 0 && !(*reserveRatio >= 1 && *reserveRatio <= 1e6) {
+		return nil, fmt.Errorf("-reserve-ratio %v: want 0 (default) or a ratio >= 1", *reserveRatio)
+	}
+	for _, p := range o.policies {
+		if !p.eb {
+			continue
+		}
+		if *reserveRatio != 0 {
+			p.ebOpts = append(p.ebOpts, etcdbalance.WithReserveRatio(*reserveRatio))
+			p.about += fmt.Sprintf("; -reserve-ratio %v", *reserveRatio)
+		}
+		if !*followerReads {
+			p.ebOpts = append(p.ebOpts, etcdbalance.WithFollowerReads(false))
+			p.about += "; -follower-reads=false"
+		}
 	}
 	if *endpoints != "" {
 		if o.endpoints, err = parseEndpoints("-endpoints", *endpoints, false); err != nil {
