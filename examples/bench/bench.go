@@ -119,6 +119,9 @@ func (b *bench) run(ctx context.Context) error {
 		}
 	}
 	b.rep.Ratio = overheadRatio(o.scenario, b.rep.Results)
+	b.rep.Incident = checkIncident(o.scenario, b.rep.Results)
+	completeSlowCheck(b.rep.SlowMember, b.rep.Results)
+	b.rep.JobStorm = checkStorm(o.scenario, b.rep.Results)
 
 	fmt.Fprintf(b.out, "scenario %s: %s\n", o.scenario.name, o.scenario.about)
 	load := "full speed"
@@ -140,6 +143,7 @@ func (b *bench) run(ctx context.Context) error {
 		}
 		fmt.Fprintln(b.out, ")")
 	}
+	printChecks(b.out, b.rep)
 	for _, s := range b.rep.Skipped {
 		fmt.Fprintf(b.out, "left out %s: %s\n", s.Policy, s.Reason)
 	}
@@ -285,9 +289,14 @@ func (b *bench) runGroup(ctx context.Context, v2 bool, pols []*policy) (*setup, 
 	if sc.rounds {
 		rs, err = b.runRounds(ctx, tgt, st, pols)
 	} else {
+		if sc.slow > 0 && st.FaultMember >= 0 && !v2 {
+			if err := b.runHealthy(ctx, tgt, st, pols); err != nil {
+				return nil, nil, err
+			}
+		}
 		for _, pol := range pols {
 			var r *result
-			r, err = b.runPolicy(ctx, tgt, st, pol)
+			r, err = b.runPolicy(ctx, tgt, st, pol, false)
 			if err != nil {
 				break
 			}
@@ -354,11 +363,34 @@ func proxyBytes(tgt *target) []int64 {
 	return out
 }
 
+// runHealthy measures etcdbalance with the scenario's slow member healed:
+// the tail the same clients get when no member is slow, the floor that
+// the slow-member row is judged against. It runs before the policies.
+func (b *bench) runHealthy(ctx context.Context, tgt *target, st *setup, pols []*policy) error {
+	i := slices.IndexFunc(pols, func(p *policy) bool { return p.name == "etcdbalance" })
+	if i < 0 {
+		b.note("no etcdbalance row: no healthy phase to compare the slow member with")
+		return nil
+	}
+	r, err := b.runPolicy(ctx, tgt, st, pols[i], true)
+	if err != nil || r == nil {
+		return err
+	}
+	b.rep.SlowMember = &slowCheck{Policy: r.Policy, HealthyP99MS: r.LatencyMS.P99, Healthy: r}
+	return nil
+}
+
 // runPolicy measures one policy. A policy whose clients cannot be built
 // is left out with the reason; a nil result and nil error mean that.
-func (b *bench) runPolicy(ctx context.Context, tgt *target, st *setup, pol *policy) (*result, error) {
+// healthy runs it with the scenario's slow member healed.
+func (b *bench) runPolicy(ctx context.Context, tgt *target, st *setup, pol *policy, healthy bool) (*result, error) {
 	if err := b.reset(ctx, tgt, st); err != nil {
 		return nil, err
+	}
+	name := pol.name
+	if healthy {
+		tgt.proxies[st.FaultMember].SetLatency(0, 0)
+		name += " (healthy)"
 	}
 	s, err := newSession(ctx, pol, tgt, b.o.scenario, b.o)
 	if err != nil {
@@ -368,16 +400,24 @@ func (b *bench) runPolicy(ctx context.Context, tgt *target, st *setup, pol *poli
 	defer s.close()
 	var bytes []int64
 	hooks := append(b.hooks(tgt, st), hook{at: 1, name: "read byte counters", fn: func() { bytes = proxyBytes(tgt) }})
-	seg, err := s.measure(ctx, b.o.warmup, b.o.duration, hooks, b.progress(pol, s, b.o.duration))
+	label := ""
+	if healthy {
+		label = "healthy"
+	}
+	seg, err := s.measure(ctx, b.o.warmup, b.o.duration, hooks, b.progressLabel(pol, s, b.o.duration, label))
 	b.con.endProgress()
 	if err != nil {
 		return nil, err
 	}
 	r := newResult(pol, []*segment{seg}, bytes, st.BandwidthCap, false)
 	r.WatchEvents = s.events.Load()
+	r.LeaseKeepAlives = s.keepAlives.Load()
+	if b.o.scenario.storm {
+		r.Writes = writeStats([]*segment{seg}, false)
+	}
 	r.Leader = b.currentLeader(ctx, tgt)
 	b.con.printf("%-16s %7d requests %6d errors %9.1f req/s  p99 %s ms  max/mean share %.2f\n",
-		pol.name, r.Requests, r.Errors, r.ThroughputRPS, fmtMS(r.LatencyMS.P99), r.MaxOverMean)
+		name, r.Requests, r.Errors, r.ThroughputRPS, fmtMS(r.LatencyMS.P99), r.MaxOverMean)
 	return r, nil
 }
 
@@ -431,6 +471,13 @@ func (b *bench) runRounds(ctx context.Context, tgt *target, st *setup, pols []*p
 		bytes[i] = make([]int64, len(tgt.endpoints))
 	}
 	for r := range n {
+		// The job storm's history would grow all run long: compact it
+		// between rounds, outside the measured time.
+		if r > 0 && b.o.scenario.storm && tgt.compact != nil {
+			if err := tgt.compact(ctx); err != nil {
+				return nil, err
+			}
+		}
 		for i, s := range sessions {
 			label := fmt.Sprintf("round %d/%d", r+1, n)
 			// The bytes are read when the round ends, before the requests
@@ -456,6 +503,10 @@ func (b *bench) runRounds(ctx context.Context, tgt *target, st *setup, pols []*p
 		}
 		r := newResult(pol, segs[i], bs, st.BandwidthCap, true)
 		r.WatchEvents = sessions[i].events.Load()
+		r.LeaseKeepAlives = sessions[i].keepAlives.Load()
+		if b.o.scenario.storm {
+			r.Writes = writeStats(segs[i], true)
+		}
 		r.Leader = b.currentLeader(ctx, tgt)
 		b.con.printf("%-16s %7d requests %6d errors %9.1f req/s  p99 %s ms  max/mean share %.2f\n",
 			pol.name, r.Requests, r.Errors, r.ThroughputRPS, fmtMS(r.LatencyMS.P99), r.MaxOverMean)
@@ -535,11 +586,7 @@ func (b *bench) calibrate(ctx context.Context, tgt *target, st *setup) error {
 	return nil
 }
 
-// progress returns the tick function that shows a run's progress.
-func (b *bench) progress(pol *policy, s *session, d time.Duration) func(time.Duration) {
-	return b.progressLabel(pol, s, d, "")
-}
-
+// progressLabel returns the tick function that shows a run's progress.
 func (b *bench) progressLabel(pol *policy, s *session, d time.Duration, label string) func(time.Duration) {
 	// On a terminal the line is rewritten every second from the start;
 	// in a log, a line every 5 s is enough.

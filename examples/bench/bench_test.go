@@ -136,8 +136,12 @@ func TestRunScenariosSmoke(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts an etcd cluster")
 	}
-	for _, sc := range []string{"blackhole", "overhead"} {
+	for _, sc := range []string{"blackhole", "overhead", "slow-member", "job-storm"} {
 		t.Run(sc, func(t *testing.T) {
+			pols, want := "v3-roundrobin,etcdbalance", 2
+			if sc == "job-storm" {
+				pols, want = "v3-roundrobin,etcdbalance,etcdbalance-noleader", 3
+			}
 			jsonPath := filepath.Join(t.TempDir(), "out.json")
 			var stdout, stderr bytes.Buffer
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -145,7 +149,7 @@ func TestRunScenariosSmoke(t *testing.T) {
 			code := run(ctx, []string{
 				"-scenario", sc, "-members", "2", "-clients", "1", "-duration", "1s",
 				"-warmup", "0s", "-concurrency", "2", "-keys", "10",
-				"-policies", "v3-roundrobin,etcdbalance", "-json", jsonPath,
+				"-policies", pols, "-json", jsonPath,
 			}, &stdout, &stderr)
 			if code != exitOK {
 				t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, &stdout, &stderr)
@@ -158,11 +162,34 @@ func TestRunScenariosSmoke(t *testing.T) {
 			if err := json.Unmarshal(data, &rep); err != nil {
 				t.Fatal(err)
 			}
-			if len(rep.Results) != 2 {
-				t.Fatalf("%d results, want 2", len(rep.Results))
+			if len(rep.Results) != want {
+				t.Fatalf("%d results, want %d", len(rep.Results), want)
 			}
 			if sc == "blackhole" && (rep.V3 == nil || rep.V3.FaultMember < 0) {
 				t.Errorf("no faulted member recorded: %+v", rep.V3)
+			}
+			if sc == "slow-member" {
+				c := rep.SlowMember
+				if c == nil || c.Healthy == nil || c.HealthyP99MS <= 0 || c.OverHealthyP99 <= 0 || c.OverRoundRobinP99 <= 0 {
+					t.Errorf("slow_member = %+v", c)
+				}
+			}
+			if sc == "job-storm" {
+				c := rep.JobStorm
+				if c == nil || len(c.Rows) != 3 || c.Rows[0].ThroughputRatio != 1 {
+					t.Fatalf("job_storm = %+v", c)
+				}
+				for _, r := range rep.Results {
+					if r.Writes == nil || r.Writes.Requests == 0 || r.Writes.LatencyMS.P99 <= 0 {
+						t.Errorf("%s: writes = %+v", r.Policy, r.Writes)
+					}
+					if r.OpLatencyMS["create"].P99 <= 0 || r.OpLatencyMS["update"].P99 <= 0 || r.OpLatencyMS["get"].P99 <= 0 {
+						t.Errorf("%s: op latencies %+v", r.Policy, r.OpLatencyMS)
+					}
+				}
+				if !strings.Contains(stdout.String(), "etcdbalance-noleader") {
+					t.Errorf("no noleader row:\n%s", &stdout)
+				}
 			}
 			if sc == "overhead" {
 				if rep.Ratio == nil || len(rep.Ratio.Rounds) == 0 || rep.Ratio.Median <= 0 {
@@ -225,6 +252,8 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"-v2-endpoints", "a:1,a:1"}, `"a:1"`},
 		{[]string{"extra"}, `"extra"`},
 		{[]string{"-rate", "-5"}, "-rate -5"},
+		{[]string{"-scenario", "job-storm", "-policies", "v2-stock"}, `"v2-stock"`},
+		{[]string{"-reserve-ratio", "0.5"}, "-reserve-ratio 0.5"},
 		{[]string{"-json", "/nonexistent-dir/x.json"}, `"/nonexistent-dir/x.json"`},
 		{[]string{"-json", os.TempDir()}, strconv.Quote(os.TempDir())},
 		{[]string{"-plots", "bench_test.go"}, `"bench_test.go"`},

@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/etcdbalance/etcdbalance-go/etcdbalance"
 )
 
 // options are the parsed and checked command-line flags.
@@ -67,6 +69,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		v2Endpoints  = fs.String("v2-endpoints", "", "comma-separated endpoints (http://host:port) of an external cluster serving the v2 API, for the v2 rows")
 		jsonPath     = fs.String("json", "", "write the results as JSON to `FILE`")
 		plotsDir     = fs.String("plots", "", "write SVG charts into `DIR`")
+		// For diagnosis: they change what the etcdbalance rows measure.
+		reserveRatio  = fs.Float64("reserve-ratio", 0, "etcdbalance rows: WithReserveRatio(`R`) (R >= 1); 0 keeps the engine's default")
+		followerReads = fs.Bool("follower-reads", true, "etcdbalance rows: WithFollowerReads; false spreads reads over the leader too")
 	)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: go run ./examples/bench [flags]\n\nRuns one scenario against every policy and prints one row per policy.\n\nFlags:\n")
@@ -109,8 +114,24 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		sc.rate = *rateFlag
 		o.scenario = &sc
 	}
-	if o.policies, err = parsePolicies(*policyList); err != nil {
+	if o.policies, err = parsePolicies(*policyList, o.scenario); err != nil {
 		return nil, err
+	}
+	if *reserveRatio != 0 && !(*reserveRatio >= 1 && *reserveRatio <= 1e6) {
+		return nil, fmt.Errorf("-reserve-ratio %v: want 0 (default) or a ratio >= 1", *reserveRatio)
+	}
+	for _, p := range o.policies {
+		if !p.eb {
+			continue
+		}
+		if *reserveRatio != 0 {
+			p.ebOpts = append(p.ebOpts, etcdbalance.WithReserveRatio(*reserveRatio))
+			p.about += fmt.Sprintf("; -reserve-ratio %v", *reserveRatio)
+		}
+		if !*followerReads {
+			p.ebOpts = append(p.ebOpts, etcdbalance.WithFollowerReads(false))
+			p.about += "; -follower-reads=false"
+		}
 	}
 	if *endpoints != "" {
 		if o.endpoints, err = parseEndpoints("-endpoints", *endpoints, false); err != nil {
@@ -160,10 +181,21 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	return o, nil
 }
 
-// parsePolicies resolves a comma-separated list of policy names, or "all".
-func parsePolicies(s string) ([]*policy, error) {
+// runsIn reports whether p can run sc: the job-storm operations need
+// clientv3 in this process.
+func (p *policy) runsIn(sc *scenario) bool { return !sc.storm || p.newV3 != nil }
+
+// parsePolicies resolves a comma-separated list of policy names, or "all"
+// (every policy that can run sc and is not kept for another scenario).
+func parsePolicies(s string, sc *scenario) ([]*policy, error) {
 	if strings.TrimSpace(s) == "all" {
-		return allPolicies(), nil
+		var out []*policy
+		for _, p := range allPolicies() {
+			if p.runsIn(sc) && (p.only == "" || p.only == sc.name) {
+				out = append(out, p)
+			}
+		}
+		return out, nil
 	}
 	var out []*policy
 	seen := map[string]bool{}
@@ -175,6 +207,9 @@ func parsePolicies(s string) ([]*policy, error) {
 		p := lookupPolicy(name)
 		if p == nil {
 			return nil, fmt.Errorf("-policies: unknown policy %q (want all or some of %s)", name, strings.Join(policyNames(), ", "))
+		}
+		if !p.runsIn(sc) {
+			return nil, fmt.Errorf("-policies: policy %q cannot run scenario %s (it needs clientv3 for Txn and leases)", name, sc.name)
 		}
 		if seen[name] {
 			return nil, fmt.Errorf("-policies: policy %q given twice", name)

@@ -43,9 +43,20 @@
 //     the machine's cores, so only a cap of its own makes one member run
 //     out of anything).
 //   - slow-member: one follower's proxy adds 20 ms in each direction, so
-//     its round trips take about 40 ms longer.
+//     its round trips take about 40 ms longer. Before the policies, a
+//     healthy phase runs etcdbalance with no member slowed: the tail the
+//     same clients get from a healthy cluster, which the slowed
+//     etcdbalance row is compared with ("slow_member" in the JSON).
 //   - blackhole: one follower's proxy swallows every byte, connections left
 //     open, for the middle third of each policy's run.
+//   - job-storm: a Kubernetes job storm at full speed, policies in
+//     alternating rounds: 25% creates (Txn: mod_revision == 0, then put),
+//     40% compare-and-swap updates (Txn on the last mod_revision seen, then
+//     put; on a lost compare a re-read and one retry), 5% lease grants,
+//     30% Gets; each client keeps 4 leases alive and watches the prefix.
+//     Only clientv3 rows run it; -policies all adds etcdbalance-noleader
+//     (WithLeaderWrites(false)). Write throughput and write p99 are
+//     compared with v3-roundrobin's ("job_storm" in the JSON).
 //   - overhead: a healthy cluster at full speed; policies run in
 //     alternating rounds and the throughput ratio of etcdbalance to
 //     v3-roundrobin is the median of the per-round ratios.
@@ -69,6 +80,8 @@
 //   - v3-roundrobin: stock clientv3 (round_robin).
 //   - v3-leastrequest: grpc-go's least_request_experimental.
 //   - etcdbalance: clientv3 from etcdbalance.New.
+//   - etcdbalance-noleader: the same with WithLeaderWrites(false); in
+//     "all" for job-storm only.
 //   - v3-1.7-stock, v3-1.7-patched: the clientv3 v3.1.5 on grpc v1.0.4 that
 //     Kubernetes 1.7 vendors, stock (pinned) and with the etcd3 patch of
 //     examples/apiserver-v1.7, reading serializably as 1.7 does. Each client
@@ -85,6 +98,9 @@
 // the attempt that succeeded (for the 1.7 rows, the member ID in the
 // response header), for v2 the HTTP transport under the client records the
 // host of every answered request.
+//
+// -reserve-ratio and -follower-reads=false pass WithReserveRatio and
+// WithFollowerReads(false) to the etcdbalance rows, for diagnosis.
 //
 // -seed fixes the request mix and the keys; grpc's shuffle (v3-pinned),
 // the v2 client's shuffle and the balancers draw their own randomness, so

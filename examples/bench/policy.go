@@ -26,9 +26,16 @@ type policy struct {
 	// vintage, "stock" or "patched", runs the client in a process of the
 	// legacy module's vintage command (see vintage.go).
 	vintage string
+	// only, when set, is the one scenario in which "-policies all"
+	// includes this policy; it can still be named for any other.
+	only string
 	// newV3 builds a v3 client from cfg, which carries the endpoints and
 	// the harness's own dial options (the attribution interceptor).
 	newV3 func(cfg clientv3.Config) (*clientv3.Client, error)
+	// ebOpts are the etcdbalance options of an etcdbalance row (newV3
+	// reads them when it runs, so flags can add to them).
+	ebOpts []etcdbalance.Option
+	eb     bool // built by etcdbalance.New
 	// newV2 builds a v2 client; closeFn releases what the client alone
 	// does not (v2compat's leader poll).
 	newV2 func(cfg client.Config) (c client.Client, closeFn func(), err error)
@@ -78,11 +85,9 @@ func allPolicies() []*policy {
 			about: "clientv3 on grpc-go's least_request_experimental (choiceCount 2)",
 			newV3: withServiceConfig(leastRequest),
 		},
-		{
-			name:  "etcdbalance",
-			about: "clientv3 from etcdbalance.New (default policy)",
-			newV3: func(cfg clientv3.Config) (*clientv3.Client, error) { return etcdbalance.New(cfg) },
-		},
+		ebPolicy("etcdbalance", "clientv3 from etcdbalance.New (default policy)", ""),
+		ebPolicy("etcdbalance-noleader", "etcdbalance.New with WithLeaderWrites(false): writes spread by load like reads, as a follower forwards them",
+			"job-storm", etcdbalance.WithLeaderWrites(false)),
 		{
 			name:    "v3-1.7-stock",
 			about:   "clientv3 v3.1.5 on grpc v1.0.4, as Kubernetes 1.7 vendors it: pinned to the first member up; serializable reads",
@@ -115,6 +120,13 @@ func allPolicies() []*policy {
 			},
 		},
 	}
+}
+
+// ebPolicy is an etcdbalance row with opts (only: see policy.only).
+func ebPolicy(name, about, only string, opts ...etcdbalance.Option) *policy {
+	p := &policy{name: name, about: about, only: only, ebOpts: opts, eb: true}
+	p.newV3 = func(cfg clientv3.Config) (*clientv3.Client, error) { return etcdbalance.New(cfg, p.ebOpts...) }
+	return p
 }
 
 func policyNames() []string {

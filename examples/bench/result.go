@@ -33,6 +33,55 @@ type report struct {
 	Ratio       *ratio    `json:"throughput_ratio,omitempty"`
 	Skipped     []skipped `json:"skipped"`
 	Notes       []string  `json:"notes"`
+
+	// The comparisons of issue 11, each in its own scenario.
+	Incident   *incidentCheck `json:"incident_check,omitempty"`
+	SlowMember *slowCheck     `json:"slow_member,omitempty"`
+	JobStorm   *stormCheck    `json:"job_storm,omitempty"`
+}
+
+// incidentCheck compares etcdbalance with the better of the stock
+// balancers in the incident scenario.
+type incidentCheck struct {
+	P99MS        float64 `json:"etcdbalance_p99_ms"`
+	LowestPolicy string  `json:"lowest_other_policy"`
+	LowestP99MS  float64 `json:"lowest_other_p99_ms"` // of v3-roundrobin and v3-leastrequest
+	P99Ratio     float64 `json:"p99_over_lowest_other_p99"`
+	// ReadMaxOverMean is etcdbalance's read_serving_max_over_mean_share.
+	ReadMaxOverMean  float64 `json:"read_serving_max_over_mean_share"`
+	Errors           int64   `json:"etcdbalance_errors"`
+	RoundRobinErrors int64   `json:"roundrobin_errors"`
+}
+
+// slowCheck compares etcdbalance with one member slowed against the same
+// clients on the same cluster with no member slowed (the healthy phase,
+// run before the policies) and against round-robin.
+type slowCheck struct {
+	Policy            string  `json:"policy"`
+	HealthyP99MS      float64 `json:"healthy_p99_ms"`
+	P99MS             float64 `json:"p99_ms"`
+	RoundRobinP99MS   float64 `json:"roundrobin_p99_ms,omitempty"`
+	OverHealthyP99    float64 `json:"p99_over_healthy_p99"`
+	OverRoundRobinP99 float64 `json:"p99_over_roundrobin_p99,omitempty"`
+	Healthy           *result `json:"healthy"` // the healthy phase's row
+}
+
+// stormCheck is the job-storm scenario's write comparison, each policy
+// against v3-roundrobin from the same run.
+type stormCheck struct {
+	Baseline string     `json:"baseline"`
+	Rows     []stormRow `json:"rows"`
+}
+
+type stormRow struct {
+	Policy             string  `json:"policy"`
+	WriteThroughputRPS float64 `json:"write_throughput_rps"`
+	WriteP99MS         float64 `json:"write_p99_ms"`
+	ThroughputRatio    float64 `json:"write_throughput_ratio"`
+	P99Ratio           float64 `json:"write_p99_ratio"`
+	// MedianRoundRatio is the median of the per-round write throughput
+	// ratios, less exposed to drift than the pooled one.
+	MedianRoundRatio float64 `json:"write_throughput_ratio_median_of_rounds"`
 }
 
 type machine struct {
@@ -108,7 +157,130 @@ type result struct {
 	Leader      int       `json:"leader"`
 	RoundsRPS   []float64 `json:"rounds_rps,omitempty"`
 
+	// OpLatencyMS splits LatencyMS by operation (get, list, put, ...).
+	OpLatencyMS map[string]latencies `json:"op_latency_ms,omitempty"`
+	// MemberReadShare is each member's share of the reads (Gets, Lists);
+	// the read-serving members are those with at least half the even
+	// share, so that a leader held in reserve for reads is not counted.
+	MemberReadShare        []float64 `json:"member_read_share,omitempty"`
+	ReadServingMembers     []int     `json:"read_serving_members,omitempty"`
+	ReadServingMaxOverMean float64   `json:"read_serving_max_over_mean_share,omitempty"`
+	// Writes are the requests that go through raft (job-storm only).
+	Writes          *classResult `json:"writes,omitempty"`
+	LeaseKeepAlives int64        `json:"lease_keepalives,omitempty"`
+
 	sorted []time.Duration // every latency, ascending, for the plots
+}
+
+// classResult is one class of requests of a row.
+type classResult struct {
+	Requests      int64     `json:"requests"`
+	Errors        int64     `json:"errors"`
+	ThroughputRPS float64   `json:"throughput_rps"` // successful, per second
+	LatencyMS     latencies `json:"latency_ms"`
+	RoundsRPS     []float64 `json:"rounds_rps,omitempty"`
+	CASRetries    int64     `json:"cas_retries"`
+	CASConflicts  int64     `json:"cas_conflicts"` // lost the retry too
+}
+
+// writeStats summarises the writes of segs; perRound keeps each
+// segment's write throughput.
+func writeStats(segs []*segment, perRound bool) *classResult {
+	c := &classResult{}
+	var lat []time.Duration
+	var elapsed time.Duration
+	for _, s := range segs {
+		var ok int64
+		for i, o := range s.ops {
+			if !o.write() {
+				continue
+			}
+			lat = append(lat, s.lat[i])
+			c.Requests++
+			if s.failed[i] {
+				c.Errors++
+			} else {
+				ok++
+			}
+		}
+		elapsed += s.elapsed
+		c.CASRetries += s.casRetries
+		c.CASConflicts += s.casConflicts
+		if perRound && s.elapsed > 0 {
+			c.RoundsRPS = append(c.RoundsRPS, round1(float64(ok)/s.elapsed.Seconds()))
+		}
+	}
+	slices.Sort(lat)
+	if elapsed > 0 {
+		c.ThroughputRPS = round1(float64(c.Requests-c.Errors) / elapsed.Seconds())
+	}
+	c.LatencyMS = summarise(lat)
+	return c
+}
+
+// summarise gives the percentiles of sorted.
+func summarise(sorted []time.Duration) latencies {
+	l := latencies{
+		P50:  ms(percentile(sorted, 50)),
+		P90:  ms(percentile(sorted, 90)),
+		P99:  ms(percentile(sorted, 99)),
+		P999: ms(percentile(sorted, 99.9)),
+	}
+	if len(sorted) > 0 {
+		l.Max = ms(sorted[len(sorted)-1])
+	}
+	return l
+}
+
+// opLatencies splits the latencies of segs by operation.
+func opLatencies(segs []*segment) map[string]latencies {
+	per := map[op][]time.Duration{}
+	for _, s := range segs {
+		for i, o := range s.ops {
+			per[o] = append(per[o], s.lat[i])
+		}
+	}
+	if len(per) == 0 {
+		return nil
+	}
+	out := map[string]latencies{}
+	for o, l := range per {
+		slices.Sort(l)
+		out[o.String()] = summarise(l)
+	}
+	return out
+}
+
+// readShares returns each member's share of the successful reads, the
+// members serving reads (at least half the even share) and the largest
+// share over the mean among those; nil when no read was attributed.
+func readShares(segs []*segment, members int) ([]float64, []int, float64) {
+	counts := make([]int64, members)
+	var total int64
+	for _, s := range segs {
+		for i, o := range s.ops {
+			if m := s.member[i]; !o.write() && m >= 0 && int(m) < members && !s.failed[i] {
+				counts[m]++
+				total++
+			}
+		}
+	}
+	if total == 0 {
+		return nil, nil, 0
+	}
+	share := make([]float64, members)
+	var serving []int
+	sum, largest := 0.0, 0.0
+	for i, c := range counts {
+		share[i] = float64(c) / float64(total)
+		if share[i] >= 0.5/float64(members) {
+			serving = append(serving, i)
+			sum += share[i]
+			largest = max(largest, share[i])
+		}
+		share[i] = round4(share[i])
+	}
+	return share, serving, round3(largest / (sum / float64(len(serving))))
 }
 
 // newResult summarises the segments of one policy; perRound keeps each
@@ -144,15 +316,9 @@ func newResult(pol *policy, segs []*segment, bytes []int64, capBytes int64, perR
 	if elapsed > 0 {
 		r.ThroughputRPS = round1(float64(r.Requests-r.Errors) / elapsed.Seconds())
 	}
-	r.LatencyMS = latencies{
-		P50:  ms(percentile(r.sorted, 50)),
-		P90:  ms(percentile(r.sorted, 90)),
-		P99:  ms(percentile(r.sorted, 99)),
-		P999: ms(percentile(r.sorted, 99.9)),
-	}
-	if len(r.sorted) > 0 {
-		r.LatencyMS.Max = ms(r.sorted[len(r.sorted)-1])
-	}
+	r.LatencyMS = summarise(r.sorted)
+	r.OpLatencyMS = opLatencies(segs)
+	r.MemberReadShare, r.ReadServingMembers, r.ReadServingMaxOverMean = readShares(segs, len(r.MemberRequests))
 	r.MemberShare, r.MaxOverMean = shares(r.MemberRequests)
 	if bytes != nil && elapsed > 0 {
 		for _, b := range bytes {

@@ -33,33 +33,50 @@ type scenario struct {
 	slow      time.Duration // latency added each way at one follower's proxy
 	blackhole bool          // black-hole one follower for the middle third
 	rounds    bool          // run the policies in alternating rounds
+	// storm sends the job-storm operations (Txn creates, compare-and-swap
+	// updates, lease grants), which only clientv3 policies can send.
+	storm bool
+	// leases is how many leases each client keeps alive on a stream of
+	// its own for the whole session.
+	leases int
 }
 
 // mix is the probability of each operation; the rest are Gets.
 type mix struct {
 	list, put float64
+	// The job-storm operations (see storm.go).
+	create, update, grant float64
 }
 
 // op is one kind of request.
 type op uint8
 
 const (
-	opGet  op = iota // a single key, linearizable
-	opList           // the whole pod prefix, linearizable
-	opPut            // an update of an existing key
+	opGet    op = iota // a single key, linearizable
+	opList             // the whole pod prefix, linearizable
+	opPut              // an update of an existing key
+	opCreate           // Txn: mod_revision(new key) == 0, then put
+	opUpdate           // Txn: mod_revision == last seen, then put; re-read and retry once
+	opGrant            // LeaseGrant
 	numOps
 )
 
-func (o op) String() string { return [...]string{"get", "list", "put"}[o] }
+func (o op) String() string {
+	return [...]string{"get", "list", "put", "create", "update", "lease-grant"}[o]
+}
+
+// write reports whether o changes the cluster (goes through raft).
+func (o op) write() bool { return o != opGet && o != opList }
 
 // pick draws an operation.
 func (m mix) pick(r *rand.Rand) op {
-	x := r.Float64()
-	switch {
-	case x < m.list:
-		return opList
-	case x < m.list+m.put:
-		return opPut
+	// Cumulative sums in the order list, put, ...: the same draws give the
+	// same operations as before the job-storm ones were added.
+	x, c := r.Float64(), 0.0
+	for o := opList; o < numOps; o++ {
+		if c += m.share(o); x < c {
+			return o
+		}
 	}
 	return opGet
 }
@@ -71,8 +88,14 @@ func (m mix) share(o op) float64 {
 		return m.list
 	case opPut:
 		return m.put
+	case opCreate:
+		return m.create
+	case opUpdate:
+		return m.update
+	case opGrant:
+		return m.grant
 	}
-	return 1 - m.list - m.put
+	return 1 - m.list - m.put - m.create - m.update - m.grant
 }
 
 // busyWeights gives the first client busy of the requests and splits the
@@ -152,6 +175,21 @@ var scenarios = []*scenario{
 		rate:      1500,
 		watch:     true,
 		blackhole: true,
+	},
+	{
+		name:  "job-storm",
+		about: "a Kubernetes job storm: Txn creates, compare-and-swap updates, lease grants and keep-alives, prefix watches, 30% Gets; full speed, policies in alternating rounds",
+		// Writes are 70% of the requests, so where they go (the leader, or
+		// a follower that forwards them) is what this scenario measures.
+		// Full speed, because the claim to compare (etcd PR #22328) is
+		// about throughput; rounds, because throughput on a shared machine
+		// drifts.
+		weights: evenWeights,
+		mix:     mix{create: 0.25, update: 0.40, grant: 0.05},
+		watch:   true,
+		rounds:  true,
+		storm:   true,
+		leases:  4,
 	},
 	{
 		name:    "overhead",

@@ -29,6 +29,8 @@ type session struct {
 	// progress counters, while measuring
 	done, failed atomic.Int64
 	events       atomic.Int64 // watch events received, while open
+	keepAlives   atomic.Int64 // lease keep-alive answers, while open
+	storm        *stormShared // job-storm only
 
 	stopWatch context.CancelFunc
 	watchWG   sync.WaitGroup
@@ -38,6 +40,12 @@ type session struct {
 // and opens the watches.
 func newSession(ctx context.Context, pol *policy, tgt *target, sc *scenario, o *options) (*session, error) {
 	s := &session{pol: pol, tgt: tgt, sc: sc, o: o, served: make([]atomic.Int64, len(tgt.endpoints))}
+	if sc.storm {
+		if pol.v2 || pol.vintage != "" {
+			return nil, fmt.Errorf("%s: scenario %s needs clientv3 (Txn, leases)", pol.name, sc.name)
+		}
+		s.storm = newStormShared(tgt.prefix, pol.name)
+	}
 	for range o.clients {
 		d, err := s.newDriver(ctx)
 		if err != nil {
@@ -51,6 +59,13 @@ func newSession(ctx context.Context, pol *policy, tgt *target, sc *scenario, o *
 	if sc.watch {
 		for _, d := range s.drivers {
 			s.watchWG.Go(func() { d.watch(wctx, &s.events) })
+		}
+	}
+	if sc.leases > 0 {
+		for _, d := range s.drivers {
+			if v3, ok := d.(*v3Driver); ok {
+				s.watchWG.Go(func() { keepAlive(wctx, v3.cli, sc.leases, &s.keepAlives) })
+			}
 		}
 	}
 	return s, nil
@@ -105,11 +120,16 @@ func (s *session) close() {
 type segment struct {
 	lat      []time.Duration // every request, in no order
 	member   []int8          // the member that answered lat[i], -1 unknown
+	ops      []op            // the operation of lat[i]
+	failed   []bool          // whether lat[i] failed
 	requests int64
 	errors   int64
 	kinds    map[string]int64 // errors by kind
 	served   []int64          // per member
 	elapsed  time.Duration
+	// job-storm: compare-and-swap updates that lost once and were retried,
+	// and those that lost the retry too.
+	casRetries, casConflicts int64
 }
 
 // hook is something to do at a fraction of the measured time (a fault
@@ -127,9 +147,12 @@ type worker struct {
 	lim   *rate.Limiter // nil: full speed
 	value []byte
 	n     uint64
+	storm *stormWorker // job-storm only
 	// recorded while measuring
 	lat    []time.Duration
 	member []int8
+	ops    []op
+	failed []bool
 	errs   int64
 	kinds  map[string]int64
 	served []int64
@@ -158,7 +181,7 @@ func (s *session) measure(ctx context.Context, warmup, d time.Duration, hooks []
 		}
 		capacity := int(perWorker*d.Seconds()*1.25) + 64
 		for wi := range s.o.concurrency {
-			workers = append(workers, &worker{
+			w := &worker{
 				drv:    drv,
 				rng:    rand.New(rand.NewPCG(uint64(s.o.seed), uint64(ci)<<32|uint64(wi))),
 				lim:    lim,
@@ -167,13 +190,23 @@ func (s *session) measure(ctx context.Context, warmup, d time.Duration, hooks []
 				served: make([]int64, len(s.tgt.endpoints)),
 				lat:    make([]time.Duration, 0, capacity),
 				member: make([]int8, 0, capacity),
-			})
+				ops:    make([]op, 0, capacity),
+				failed: make([]bool, 0, capacity),
+			}
+			if s.storm != nil {
+				w.storm = &stormWorker{cli: drv.(*v3Driver).cli, sh: s.storm}
+			}
+			workers = append(workers, w)
 		}
 	}
 	if len(workers) == 0 {
 		return nil, errors.New("no client has requests to send")
 	}
 
+	if s.storm != nil {
+		s.storm.retries.Store(0)
+		s.storm.conflicts.Store(0)
+	}
 	var stop atomic.Bool
 	runCtx, cancelRun := context.WithCancel(ctx)
 	defer cancelRun()
@@ -232,9 +265,13 @@ func (s *session) measure(ctx context.Context, warmup, d time.Duration, hooks []
 	}
 	seg.lat = make([]time.Duration, 0, total)
 	seg.member = make([]int8, 0, total)
+	seg.ops = make([]op, 0, total)
+	seg.failed = make([]bool, 0, total)
 	for _, w := range workers {
 		seg.lat = append(seg.lat, w.lat...)
 		seg.member = append(seg.member, w.member...)
+		seg.ops = append(seg.ops, w.ops...)
+		seg.failed = append(seg.failed, w.failed...)
 		seg.errors += w.errs
 		for k, n := range w.kinds {
 			seg.kinds[k] += n
@@ -244,6 +281,9 @@ func (s *session) measure(ctx context.Context, warmup, d time.Duration, hooks []
 		}
 	}
 	seg.requests = int64(len(seg.lat))
+	if s.storm != nil {
+		seg.casRetries, seg.casConflicts = s.storm.retries.Load(), s.storm.conflicts.Load()
+	}
 	// v2 requests are attributed by the transport, into s.served.
 	for i := range s.served {
 		seg.served[i] += s.served[i].Swap(0)
@@ -266,7 +306,7 @@ func (s *session) loop(ctx context.Context, w *worker, stop *atomic.Bool) {
 		o := s.sc.mix.pick(w.rng)
 		key := keys[w.rng.IntN(len(keys))]
 		var value string
-		if o == opPut {
+		if o == opPut || o == opCreate || o == opUpdate {
 			// A new value each time, the same size.
 			w.n++
 			copy(w.value, strconv.FormatUint(w.n, 36))
@@ -278,7 +318,12 @@ func (s *session) loop(ctx context.Context, w *worker, stop *atomic.Bool) {
 		// like any other.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), requestTimeout)
 		t0 := time.Now()
-		err := w.drv.do(rctx, o, key, value, &pr)
+		var err error
+		if w.storm != nil && o >= opCreate {
+			err = w.storm.do(context.WithValue(rctx, probeKey{}, &pr), o, w.rng, value, measured)
+		} else {
+			err = w.drv.do(rctx, o, key, value, &pr)
+		}
 		lat := time.Since(t0)
 		cancel()
 		if !measured {
@@ -286,6 +331,8 @@ func (s *session) loop(ctx context.Context, w *worker, stop *atomic.Bool) {
 		}
 		w.lat = append(w.lat, lat)
 		w.member = append(w.member, int8(pr.member))
+		w.ops = append(w.ops, o)
+		w.failed = append(w.failed, err != nil)
 		if err != nil {
 			w.errs++
 			w.kinds[errorKind(err)]++
