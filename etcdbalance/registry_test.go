@@ -69,12 +69,15 @@ func TestRegistryFreesEntries(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer cli.Close()
-			// Stats claims the client's channel, which builds its balancer.
+			// A 3.7 client's channel starts idle: its balancer, and so its
+			// entry, comes when it connects.
+			cli.ActiveConnection().Connect()
+			waitUntil(t, 10*time.Second, "the client's engine to be registered", func() bool {
+				e = reg.lookup(cli)
+				return e != nil
+			})
 			if _, err := Stats(cli); err != nil {
 				t.Fatal(err)
-			}
-			if e = reg.lookup(cli); e == nil {
-				t.Fatal("the client's engine is not registered")
 			}
 		}()
 		waitUntil(t, 30*time.Second, "the registry entry to be freed", func() bool {

