@@ -125,8 +125,18 @@ func TestSpread(t *testing.T) {
 		share := float64(d[lead]) / float64(total)
 		fr := ratios(followers)
 		t.Logf("%s: leader share %.1f%%, followers share/mean %v", name, 100*share, fr)
-		if share > 0.10 {
-			t.Errorf("%s: the leader served %.1f%% of the reads, want ≤ 10%%", name, 100*share)
+		// Serializable reads: the leader is held in reserve, and gets only
+		// probes while the followers are as fast as it. Linearizable reads:
+		// a follower's waits for a ReadIndex round trip to the leader, so on
+		// loopback the followers are often measurably slower and the
+		// reserve rule lets the leader take its share (about 1/n), never
+		// much more.
+		limit := 0.10
+		if k == linearizable {
+			limit = 1.2 / float64(len(d))
+		}
+		if share > limit {
+			t.Errorf("%s: the leader served %.1f%% of the reads, want ≤ %.0f%%", name, 100*share, 100*limit)
 		}
 		for _, r := range fr {
 			if r < 0.8 || r > 1.2 {
