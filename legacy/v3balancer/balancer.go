@@ -196,17 +196,13 @@ func (b *Balancer) pick(r *record) (picker.Ticket, error) {
 			return b.eng.p.PickAddr(r.pin, picker.Unary)
 		}
 	}
-	// As the v3 adapter: writes to the leader and judged by their own
-	// latency class; reads hold the leader in reserve (it serves them only
-	// while every follower is measurably slower, picker.Config.ReserveRatio).
 	switch k {
 	case kindWrite:
 		req.Prefer = tagLeader
-		req.Class = picker.ClassWrite
 	case kindRead:
-		req.Reserve = tagLeader
+		req.Avoid = tagLeader
 	case kindSerializable:
-		req.Reserve = tagLeader
+		req.Avoid = tagLeader
 		req.Exclude |= tagLagging
 	case kindStream:
 		req.Kind = picker.Stream
