@@ -23,8 +23,16 @@ func follower(t *testing.T, c *etcdcluster.Cluster) (int, *etcdcluster.Member) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	i := (li + 1) % len(c.Members())
-	return i, c.Members()[i]
+	// The next voter after the leader: never a learner, which a test that
+	// black-holes or cuts "a follower" does not mean.
+	ms := c.Members()
+	for k := 1; k < len(ms); k++ {
+		if i := (li + k) % len(ms); !ms[i].IsLearner() {
+			return i, ms[i]
+		}
+	}
+	t.Fatal("no voting follower")
+	return 0, nil
 }
 
 // TestSlowMember: a member 50 ms further away than the others (each way,
