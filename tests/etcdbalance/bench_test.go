@@ -24,7 +24,7 @@ import (
 // writes that reached the leader directly (counted at its proxy). Run it
 // without -race:
 //
-//	go test -run '^$' -bench BenchmarkWrites -benchtime 4000x -count 3 ./etcdbalance/
+//	go test -run '^$' -bench BenchmarkWrites -benchtime 4000x -count 3 ./tests/etcdbalance/
 //
 // The members talk over loopback, so the hop a follower saves is short;
 // see the package doc for numbers.
