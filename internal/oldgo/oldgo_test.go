@@ -93,17 +93,7 @@ func TestCheckedPackagesUseGo18API(t *testing.T) {
 	t.Parallel()
 	goroot, api := go18(t)
 	c := NewChecker(moduleRoot(t), goroot, api, checked)
-	for _, rel := range checked {
-		t.Run(rel, func(t *testing.T) {
-			vs, err := c.Check(rel)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, v := range vs {
-				t.Error(v)
-			}
-		})
-	}
+	checkEach(t, c, checked)
 }
 
 // legacy lists the package directories of the nested legacy module that
@@ -155,17 +145,7 @@ func TestLegacyUsesGo18API(t *testing.T) {
 	root := moduleRoot(t)
 	c := NewChecker(root, goroot, api, append(append([]string(nil), checked...), legacy...))
 	c.Allow(filepath.Join(root, "legacy"), legacyImports...)
-	for _, rel := range legacy {
-		t.Run(rel, func(t *testing.T) {
-			vs, err := c.Check(rel)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, v := range vs {
-				t.Error(v)
-			}
-		})
-	}
+	checkEach(t, c, legacy)
 }
 
 // TestGoLineIsEnforced makes sure that the build check cannot pass
@@ -543,5 +523,21 @@ func Get(ctx context.Context, opts grpc.BalancerGetOptions) (grpc.Address, func(
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("violations:\n\t%s\nwant:\n\t%s", strings.Join(got, "\n\t"), strings.Join(want, "\n\t"))
+	}
+}
+
+// checkEach reports, in a subtest per package, every use of what Go 1.8
+// did not have.
+func checkEach(t *testing.T, c *Checker, rels []string) {
+	for _, rel := range rels {
+		t.Run(rel, func(t *testing.T) {
+			vs, err := c.Check(rel)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, v := range vs {
+				t.Error(v)
+			}
+		})
 	}
 }
