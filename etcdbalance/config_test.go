@@ -5,6 +5,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -42,7 +43,7 @@ func TestParseConfigFiles(t *testing.T) {
 			if err != nil {
 				t.Fatalf("ParseConfig of the canonical encoding %s: %v", got, err)
 			}
-			if *again != *cfg {
+			if !reflect.DeepEqual(*again, *cfg) {
 				t.Errorf("round trip changed the config:\n got %+v\nwant %+v", *again, *cfg)
 			}
 		})
@@ -116,7 +117,7 @@ func TestOptionsEncodeAndParse(t *testing.T) {
 		SlowStart: -1, FailurePenalty: time.Second, EjectAfter: -1,
 		ReshuffleInterval: 10 * time.Second, ReshuffleJitter: 0.5, ReserveRatio: 4,
 	}
-	if cfg.Client != "id-1" || cfg.Picker != want {
+	if cfg.Client != "id-1" || !reflect.DeepEqual(cfg.Picker, want) {
 		t.Errorf("parsed back %+v\nwant client id-1 and %+v", *cfg, want)
 	}
 }

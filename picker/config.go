@@ -186,6 +186,11 @@ type Config struct {
 
 	// Rand supplies randomness. Default a Source seeded from the clock.
 	Rand Source
+
+	// Events, when set, is called on every state change (see Event). It
+	// runs on the goroutine that caused the change, a request's among
+	// them, so it must return quickly and must not call back into a pick.
+	Events func(Event)
 }
 
 // Defaults, as documented on Config.

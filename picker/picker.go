@@ -179,10 +179,11 @@ type Picker struct {
 	st      unsafe.Pointer
 
 	// Immutable after New.
-	s     settings
-	clock Clock
-	rand  Source
-	epoch time.Time
+	s      settings
+	clock  Clock
+	rand   Source
+	epoch  time.Time
+	events func(Event) // Config.Events; nil: none
 }
 
 // New returns a Picker with no endpoints. It reports the first bad field of
@@ -192,7 +193,7 @@ func New(cfg Config) (*Picker, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Picker{s: s, clock: cfg.Clock, rand: cfg.Rand}
+	p := &Picker{s: s, clock: cfg.Clock, rand: cfg.Rand, events: cfg.Events}
 	if p.clock == nil {
 		p.clock = SystemClock
 	}
@@ -311,6 +312,7 @@ func (p *Picker) SetEndpoints(addrs []string) error {
 		p.shuffle(eps)
 		if atomic.CompareAndSwapPointer(&p.st, unsafe.Pointer(old), unsafe.Pointer(&state{eps: eps})) {
 			atomic.StoreInt64(&p.medAt, 0)
+			p.emitSetChange(old.eps, eps)
 			return nil
 		}
 	}
@@ -418,7 +420,7 @@ func (p *Picker) Pick(r Request) (Ticket, error) {
 		}
 		if e.ejected() {
 			if r.Kind == Unary && e.probeDue(now) && atomic.CompareAndSwapInt32(&e.probing, 0, 1) {
-				return p.issue(e, now, r.Kind, cl, true), nil
+				return p.probe(e, now, r.Kind, cl), nil
 			}
 			ejected |= 1 << uint(i)
 		}
@@ -498,8 +500,11 @@ func (p *Picker) issue(e *endpoint, now int64, k Kind, c Class, probe bool) Tick
 	atomic.AddInt64(&e.picks, 1)
 	if k == Stream {
 		atomic.AddInt64(&e.streams, 1)
-	} else if atomic.AddInt64(&e.inflight, 1) == 1 {
-		atomic.StoreInt64(&e.busySince, now)
+	} else {
+		atomic.AddInt64(&e.classPicks[c], 1)
+		if atomic.AddInt64(&e.inflight, 1) == 1 {
+			atomic.StoreInt64(&e.busySince, now)
+		}
 	}
 	return Ticket{e: e, start: now, kind: k, class: c, probe: probe}
 }
@@ -517,6 +522,7 @@ func (p *Picker) Done(t Ticket, o Outcome) {
 		atomic.AddInt64(&e.inflight, -1)
 		atomic.StoreInt64(&e.lastDone, now)
 	}
+	p.endSlowStart(e, now)
 	// A request picked before a jump (a clock step back) measured nothing
 	// real: it gives no sample, though it still counts as a success or a
 	// failure.
@@ -599,6 +605,7 @@ func (p *Picker) succeed(e *endpoint, now int64, probe bool) {
 	if u := atomic.LoadInt64(&e.ejectedUntil); u != 0 && atomic.CompareAndSwapInt64(&e.ejectedUntil, u, 0) {
 		atomic.StoreInt64(&e.lastEjectEnd, now)
 		atomic.StoreInt64(&e.slowSince, now)
+		p.Emit(Event{Kind: EventRestored, Addr: e.addr})
 	}
 	if probe {
 		atomic.StoreInt32(&e.probing, 0)
@@ -610,10 +617,10 @@ func (p *Picker) fail(e *endpoint, now int64, probe bool) {
 	atomic.StoreInt64(&e.lastFail, now)
 	c := atomic.AddInt64(&e.consecFail, 1)
 	if probe {
-		p.eject(e, now)
+		p.eject(e, now, ReasonProbeFailed)
 		atomic.StoreInt32(&e.probing, 0)
 	} else if p.s.ejectAfter > 0 && c >= p.s.ejectAfter && !e.ejected() {
-		p.eject(e, now)
+		p.eject(e, now, ReasonFailures)
 	}
 	if p.s.policy == polPinned || p.s.policy == polShuffledPin {
 		st := p.load()
@@ -626,7 +633,7 @@ func (p *Picker) fail(e *endpoint, now int64, probe bool) {
 
 // eject takes e out of rotation with exponential backoff, unless it is the
 // last endpoint still in rotation: the picker never ejects every endpoint.
-func (p *Picker) eject(e *endpoint, now int64) {
+func (p *Picker) eject(e *endpoint, now int64, reason string) {
 	if !e.ejected() {
 		in := 0
 		for _, o := range p.load().eps {
@@ -648,6 +655,7 @@ func (p *Picker) eject(e *endpoint, now int64) {
 	}
 	atomic.StoreInt64(&e.ejections, k+1)
 	atomic.StoreInt64(&e.ejectedUntil, now+d)
+	p.Emit(Event{Kind: EventEjected, Addr: e.addr, Reason: reason, Backoff: time.Duration(d)})
 }
 
 // median is the lower median of class c's measured estimates, refreshed at

@@ -13,6 +13,9 @@ type EndpointStats struct {
 	Tags Tags
 	// Picks counts tickets issued, unary and stream.
 	Picks int64
+	// ClassPicks counts unary tickets by Class (the index); Picks less
+	// their sum is the number of streams.
+	ClassPicks [3]int64
 	// InFlight counts unary requests not yet handed back.
 	InFlight int64
 	// Streams counts open streams.
@@ -49,6 +52,7 @@ func (p *Picker) Snapshot() []EndpointStats {
 			Addr:                e.addr,
 			Tags:                Tags(atomic.LoadUint32(&e.tags)),
 			Picks:               atomic.LoadInt64(&e.picks),
+			ClassPicks:          [3]int64{atomic.LoadInt64(&e.classPicks[0]), atomic.LoadInt64(&e.classPicks[1]), atomic.LoadInt64(&e.classPicks[2])},
 			InFlight:            in,
 			Streams:             atomic.LoadInt64(&e.streams),
 			Measured:            e.measured(),
