@@ -31,7 +31,7 @@ func New(cfg clientv3.Config, opts ...Option) (*clientv3.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	e, err := reg.create(o.picker, o.routing)
+	e, err := reg.create(withLogger(o.picker, cfg.Logger), o.routing)
 	if err != nil {
 		return nil, err
 	}

@@ -160,8 +160,10 @@ func (g *guard) reissue(ctx context.Context, rt *router, method string, req *pb.
 					break
 				}
 				g.retryLeader.Add(1)
+				rt.reissued(first.addr, reissueLeader)
 			} else {
 				g.retryElsewhere.Add(1)
+				rt.reissued(first.addr, reissueElsewhere)
 			}
 			mark := &readMark{serial: true, ranged: first.ranged, leader: leader}
 			err := invoker(context.WithValue(ctx, readKey{}, mark), method, req, resp, cc, opts...)
@@ -179,6 +181,7 @@ func (g *guard) reissue(ctx context.Context, rt *router, method string, req *pb.
 		}
 	}
 	g.retryLinear.Add(1)
+	rt.reissued(first.addr, reissueLinearizable)
 	// The request is this call's own (clientv3 builds one per call), and
 	// the retry interceptor reuses it only after this returns.
 	req.Serializable = false
@@ -286,8 +289,10 @@ func (s *guardedRangeStream) answer(like any) ([]any, error) {
 					break
 				}
 				s.g.retryLeader.Add(1)
+				s.rt.reissued(s.mark.addr, reissueLeader)
 			} else {
 				s.g.retryElsewhere.Add(1)
+				s.rt.reissued(s.mark.addr, reissueElsewhere)
 			}
 			mark := &readMark{serial: true, ranged: true, leader: leader}
 			if err := s.reopen(context.WithValue(s.ctx, readKey{}, mark)); err != nil {
@@ -307,6 +312,7 @@ func (s *guardedRangeStream) answer(like any) ([]any, error) {
 		}
 	}
 	s.g.retryLinear.Add(1)
+	s.rt.reissued(s.mark.addr, reissueLinearizable)
 	s.req.Serializable = false
 	err = s.reopen(context.WithValue(s.ctx, readKey{}, &readMark{ranged: true}))
 	s.req.Serializable = true

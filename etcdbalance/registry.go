@@ -200,7 +200,8 @@ func (r *registry) attach(cfg *LBConfig, b *etcdBalancer) (*picker.Picker, *entr
 	r.mu.Unlock()
 	pc := cfg.Picker
 	if e != nil {
-		pc = e.cfg // same options, and the Clock and Rand JSON cannot carry
+		pc = e.cfg      // same options, and the Clock and Rand JSON cannot carry
+		pc.Events = nil // not the client's engine: its events are not the client's
 	}
 	eng, err := picker.New(pc)
 	if err != nil {
@@ -310,7 +311,9 @@ func (r *registry) confirm(c *claim, b *etcdBalancer) {
 	r.mu.Unlock()
 	c.answered = true
 	if prev != nil && prev != b {
-		eng, err := picker.New(e.cfg)
+		pc := e.cfg
+		pc.Events = nil // prev's channel is not the client's
+		eng, err := picker.New(pc)
 		if err == nil { // validated when e was made
 			prev.switchEngine(eng, nil)
 		}

@@ -41,6 +41,9 @@ type view struct {
 	leaderID uint64
 	term     uint64
 	updated  time.Time
+	// Events waiting for flush; the last leader reported.
+	pending    []picker.Event
+	lastLeader string
 }
 
 // memberState is what the view knows of one member.
@@ -68,6 +71,8 @@ type memberState struct {
 	probes   int64
 	failures int64
 	lastErr  string
+	// saidLearner, saidLagging: the state the last events reported.
+	saidLearner, saidLagging bool
 }
 
 // probeTimeoutFloor bounds how short a probe's deadline may be: a short
@@ -196,6 +201,7 @@ func (v *view) round(ctx context.Context, mc pb.MaintenanceClient) {
 	}
 	v.apply(snap, results)
 	v.rounds.Add(1)
+	v.roundDone()
 	// Whatever the first round found, nobody waits for the view after it;
 	// and any tag it changed may let a parked call go.
 	v.rt.settled.Store(true)
@@ -213,6 +219,7 @@ func (v *view) learnRole(addr string, learner bool) {
 		v.tagLocked(addr, m)
 	}
 	v.mu.Unlock()
+	v.flush()
 	if changed {
 		v.rt.kick()
 	}
@@ -260,6 +267,7 @@ func (v *view) apply(snap []picker.EndpointStats, results []probeResult) {
 		if r.err != nil {
 			m.failures++
 			m.lastErr = r.err.Error()
+			v.probeEventLocked(r, 0)
 			continue
 		}
 		s := r.resp
@@ -269,6 +277,7 @@ func (v *view) apply(snap []picker.EndpointStats, results []probeResult) {
 		m.applied, m.commit, m.rev = s.RaftAppliedIndex, s.RaftIndex, s.GetHeader().GetRevision()
 		m.lag = maxApplied - min(maxApplied, m.applied)
 		m.lagging = v.rt.set.lagThreshold > 0 && m.lag > v.rt.set.lagThreshold
+		v.probeEventLocked(r, m.lag)
 		if m.needRev > 0 && m.rev >= m.needRev {
 			m.needRev = 0
 		}
@@ -317,6 +326,7 @@ func (v *view) tagLocked(addr string, m *memberState) {
 		set |= TagUnverified
 	}
 	_ = v.engine.UpdateTags(addr, set, viewTags&^set)
+	v.noteTagsLocked(addr, m, set)
 }
 
 // behindHold is how long a member that answered a read below the floor
