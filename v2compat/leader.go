@@ -184,17 +184,19 @@ func (t *Transport) probeIDs(set *endpointSet) {
 
 func (t *Transport) setLeader(key string) {
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	set := t.set()
 	if set.byKey[key] == nil {
 		key = ""
 	}
 	if key == t.leader {
+		t.mu.Unlock()
 		return
 	}
 	t.leader = key
 	t.leaderV.Store(key)
 	t.applyTagsLocked(set)
+	t.mu.Unlock()
+	t.leaderEvent(key)
 }
 
 // getJSON sends GET path to ep on the inner transport, hands tk back with

@@ -53,8 +53,9 @@ type Transport struct {
 	opts  options
 	rnd   picker.Source
 
-	eps     atomic.Value // *endpointSet
-	leaderV atomic.Value // string: the leader's endpoint key, "" unknown
+	eps        atomic.Value // *endpointSet
+	leaderV    atomic.Value // string: the leader's endpoint key, "" unknown
+	saidLeader atomic.Value // string: the last leader reported to the events callback
 
 	mu      sync.Mutex // guards the fields below and every SetTags
 	leader  string
@@ -762,11 +763,15 @@ func (t *Transport) noteStale(ep *endpoint) {
 		return
 	}
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	until := t.now() + int64(LaggingHold)
+	_, marked := t.lagging[ep.key]
 	t.lagging[ep.key] = until
 	t.expiresLocked(until)
 	t.applyTagsLocked(t.set())
+	t.mu.Unlock()
+	if !marked {
+		t.p.Emit(picker.Event{Kind: picker.EventMarkedStale, Addr: ep.key})
+	}
 }
 
 // expiresLocked notes that a mark ends at until.
@@ -801,6 +806,7 @@ func (t *Transport) judge(ep *endpoint, r picker.Result) {
 		t.expiresLocked(until)
 		t.applyTagsLocked(t.set())
 		t.mu.Unlock()
+		t.p.Emit(picker.Event{Kind: picker.EventMarkedDown, Addr: ep.key})
 	}
 }
 

@@ -1,0 +1,31 @@
+package v2compat
+
+import "github.com/etcdbalance/etcdbalance-go/picker"
+
+// Events: set picker.Config.Events (with the PickerConfig option) to hear
+// of the engine's events (ejections, probes...) and of the transport's:
+// EventLeaderChanged when the leader lookup finds a new leader,
+// EventMarkedDown when a member's request fails (it is avoided for
+// DownHold), EventMarkedStale when a member is left out of reads for
+// answering behind (LaggingHold). The callback runs on the goroutine of
+// the request or the leader poll that caused the event, after the
+// transport's lock is released, except for the engine's EventAdded and
+// EventRemoved, which SetEndpoints reports while it holds it. Wired to
+// glog, for a Kubernetes 1.7 tree:
+//
+//	cfg := picker.Config{Events: func(ev picker.Event) { glog.Infof("etcd v2 balancer: %v", ev) }}
+//	tr, err := v2compat.New(inner, endpoints, v2compat.PickerConfig(cfg))
+
+// leaderEvent reports key as the new leader, unless it is none or the
+// last one reported: an election that leaves the leader unknown for a
+// while gives one event.
+func (t *Transport) leaderEvent(key string) {
+	if key == "" {
+		return
+	}
+	if prev, _ := t.saidLeader.Load().(string); prev == key {
+		return
+	}
+	t.saidLeader.Store(key)
+	t.p.Emit(picker.Event{Kind: picker.EventLeaderChanged, Addr: key})
+}
