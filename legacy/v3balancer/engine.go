@@ -42,6 +42,8 @@ type engine struct {
 	hosts []string
 	up    map[string]int
 
+	saidLeader string // the last leader reported to the events callback; probe's own
+
 	kick chan struct{} // a client's connection became known: probe now
 	stop chan struct{}
 	done chan struct{}
@@ -80,7 +82,7 @@ func acquire(hosts []string, tlsKey string, status StatusFunc, b *Balancer) *eng
 	defer engines.Unlock()
 	e := engines.m[key]
 	if e == nil {
-		p, err := picker.New(picker.Config{})
+		p, err := picker.New(picker.Config{Events: dispatch})
 		if err != nil {
 			panic(err) // the zero Config is valid
 		}
@@ -230,6 +232,7 @@ func (e *engine) probe(ctx context.Context) {
 		return
 	}
 	leaderAddr := ids[leader]
+	e.noteLeader(leaderAddr)
 	for _, h := range hosts {
 		var set, unset picker.Tags
 		if h == leaderAddr {
