@@ -93,7 +93,6 @@ func TestViewEvents(t *testing.T) {
 	assert.Equal(t, []string{"caught-up c"}, got.take())
 }
 
-
 // TestEventLog: levels, fields and the rate limit of the log lines.
 func TestEventLog(t *testing.T) {
 	core, logs := observer.New(zapcore.InfoLevel)
