@@ -10,6 +10,7 @@ replace (
 require (
 	github.com/etcdbalance/etcdbalance-go v0.0.0-00010101000000-000000000000
 	github.com/etcdbalance/etcdbalance-go/internal/etcdcluster v0.0.0-00010101000000-000000000000
+	github.com/prometheus/client_golang v1.20.5
 	go.etcd.io/etcd/client/v2 v2.305.35
 	go.etcd.io/etcd/client/v3 v3.6.16
 	go.uber.org/goleak v1.3.0
@@ -50,7 +51,6 @@ require (
 	github.com/modern-go/concurrent v0.0.0-20180306012644-bacd9c7ef1dd // indirect
 	github.com/modern-go/reflect2 v1.0.2 // indirect
 	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
-	github.com/prometheus/client_golang v1.20.5 // indirect
 	github.com/prometheus/client_model v0.6.1 // indirect
 	github.com/prometheus/common v0.62.0 // indirect
 	github.com/prometheus/procfs v0.15.1 // indirect

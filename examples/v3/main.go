@@ -14,6 +14,17 @@
 //
 // With -endpoints it uses an existing cluster instead (it writes keys
 // under -prefix and deletes them afterwards).
+//
+// The client logs the balancer's events (a member ejected, probed,
+// restored, the leader changed...) to stderr with zap's development
+// encoder, at Info. With -metrics-addr it serves the client's Prometheus
+// metrics (package metrics) at /metrics there; with -hold it keeps reading,
+// one key every 10 ms, for that long after the measured reads (or until
+// interrupted), so that a member can be stopped or cut off and the client
+// watched as it ejects and restores it:
+//
+//	go run ./examples/v3 -endpoints http://10.0.0.1:2379,http://10.0.0.2:2379 -metrics-addr :9100 -hold 10m
+//	curl -s localhost:9100/metrics | grep etcdbalance_ejections_total
 package main
 
 import (
@@ -22,20 +33,32 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
+	"os/signal"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/etcdbalance/etcdbalance-go/etcdbalance"
 	"github.com/etcdbalance/etcdbalance-go/internal/etcdcluster"
+	"github.com/etcdbalance/etcdbalance-go/metrics"
+	"github.com/etcdbalance/etcdbalance-go/picker"
 )
 
 func main() {
-	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
 }
 
 type options struct {
@@ -45,6 +68,8 @@ type options struct {
 	keys        int
 	concurrency int
 	prefix      string
+	metricsAddr string
+	hold        time.Duration
 }
 
 func parse(args []string, stderr io.Writer) (options, error) {
@@ -57,6 +82,8 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.keys, "keys", 100, "number of keys written, then read round the clock")
 	fs.IntVar(&o.concurrency, "concurrency", 8, "reads in flight at once")
 	fs.StringVar(&o.prefix, "prefix", "/etcdbalance-example/", "key prefix")
+	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (default: none)")
+	fs.DurationVar(&o.hold, "hold", 0, "keep reading (one key every 10ms) this long after the measured reads")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -82,6 +109,8 @@ func parse(args []string, stderr io.Writer) (options, error) {
 		return o, fmt.Errorf("-concurrency %d: want at least 1", o.concurrency)
 	case o.prefix == "":
 		return o, errors.New("-prefix must not be empty")
+	case o.hold < 0:
+		return o, fmt.Errorf("-hold %v: want 0 or more", o.hold)
 	}
 	return o, nil
 }
@@ -94,14 +123,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		return 2
 	}
-	if err := example(ctx, o, stdout); err != nil {
+	if err := example(ctx, o, stdout, stderr); err != nil {
 		fmt.Fprintln(stderr, "v3:", err)
 		return 1
 	}
 	return 0
 }
 
-func example(ctx context.Context, o options, stdout io.Writer) (err error) {
+func example(ctx context.Context, o options, stdout, stderr io.Writer) (err error) {
 	eps := o.endpoints
 	if len(eps) == 0 {
 		c, err := etcdcluster.Start(ctx, etcdcluster.Config{Size: o.members})
@@ -116,11 +145,23 @@ func example(ctx context.Context, o options, stdout io.Writer) (err error) {
 		eps = c.Endpoints()
 	}
 
-	cli, err := etcdbalance.New(clientv3.Config{Endpoints: eps, DialTimeout: 5 * time.Second})
+	// The balancer's events go to the log (New writes them through the
+	// client's logger) and to the metrics collector.
+	logger := zap.New(zapcore.NewCore(zapcore.NewConsoleEncoder(zap.NewDevelopmentEncoderConfig()), zapcore.AddSync(stderr), zapcore.InfoLevel))
+	col := metrics.New()
+	cli, err := etcdbalance.New(clientv3.Config{Endpoints: eps, DialTimeout: 5 * time.Second, Logger: logger},
+		etcdbalance.WithPickerConfig(picker.Config{Events: col.Observe}))
 	if err != nil {
 		return err
 	}
 	defer cli.Close()
+	if o.metricsAddr != "" {
+		stopServing, err := serveMetrics(o.metricsAddr, col, stderr)
+		if err != nil {
+			return err
+		}
+		defer stopServing()
+	}
 
 	for i := 0; i < o.keys; i++ {
 		if _, err := cli.Put(ctx, fmt.Sprintf("%s%06d", o.prefix, i), "value"); err != nil {
@@ -182,7 +223,61 @@ func example(ctx context.Context, o options, stdout io.Writer) (err error) {
 		}
 		fmt.Fprintln(stdout, line)
 	}
+	if o.hold > 0 {
+		hold(ctx, cli, o, stderr)
+	}
 	return nil
+}
+
+// serveMetrics serves col's metrics at http://addr/metrics until the
+// returned func is called.
+func serveMetrics(addr string, col *metrics.Collector, stderr io.Writer) (stop func(), err error) {
+	reg := prometheus.NewRegistry()
+	if err := reg.Register(col); err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("-metrics-addr: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = srv.Serve(ln)
+	}()
+	fmt.Fprintf(stderr, "metrics at http://%s/metrics\n", ln.Addr())
+	return func() {
+		_ = srv.Close()
+		<-done
+	}, nil
+}
+
+// hold keeps reading, one key every 10 ms, for o.hold or until ctx ends.
+// Failed reads are counted, not fatal: a member may be down on purpose.
+func hold(ctx context.Context, cli *clientv3.Client, o options, stderr io.Writer) {
+	ctx, cancel := context.WithTimeout(ctx, o.hold)
+	defer cancel()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	var reads, failed int
+	for i := 0; ; i++ {
+		select {
+		case <-ctx.Done():
+			fmt.Fprintf(stderr, "held: %d reads, %d failed\n", reads, failed)
+			return
+		case <-tick.C:
+		}
+		rctx, rcancel := context.WithTimeout(ctx, time.Second)
+		_, err := cli.Get(rctx, fmt.Sprintf("%s%06d", o.prefix, i%o.keys))
+		rcancel()
+		reads++
+		if err != nil && ctx.Err() == nil {
+			failed++
+		}
+	}
 }
 
 // picksByMember reads the balancer's per-member pick counts, less the
