@@ -72,6 +72,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		// For diagnosis: they change what the etcdbalance rows measure.
 		reserveRatio  = fs.Float64("reserve-ratio", 0, "etcdbalance rows: WithReserveRatio(`R`) (R >= 1); 0 keeps the engine's default")
 		followerReads = fs.Bool("follower-reads", true, "etcdbalance rows: WithFollowerReads; false spreads reads over the leader too")
+		events        = fs.Bool("events", false, "etcdbalance rows: print each row's event log (ejections, probes, leader changes...) to stderr")
 	)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: go run ./examples/bench [flags]\n\nRuns one scenario against every policy and prints one row per policy.\n\nFlags:\n")
@@ -127,6 +128,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		if *reserveRatio != 0 {
 			p.ebOpts = append(p.ebOpts, etcdbalance.WithReserveRatio(*reserveRatio))
 			p.about += fmt.Sprintf("; -reserve-ratio %v", *reserveRatio)
+		}
+		if *events {
+			p.events = newEventLog(stderr)
 		}
 		if !*followerReads {
 			p.ebOpts = append(p.ebOpts, etcdbalance.WithFollowerReads(false))

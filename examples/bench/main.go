@@ -102,6 +102,12 @@
 // -reserve-ratio and -follower-reads=false pass WithReserveRatio and
 // WithFollowerReads(false) to the etcdbalance rows, for diagnosis.
 //
+// -events prints each etcdbalance row's event log to stderr when the row
+// ends: every client's balancer events (members ejected, probed, restored,
+// leader changes...; see picker.Event), numbered as in the tables, with
+// the scenario's faults between them, in seconds since the clients were
+// built.
+//
 // -seed fixes the request mix and the keys; grpc's shuffle (v3-pinned),
 // the v2 client's shuffle and the balancers draw their own randomness, so
 // which member a pinned client lands on changes from run to run.

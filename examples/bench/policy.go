@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/peer"
 
 	"github.com/etcdbalance/etcdbalance-go/etcdbalance"
+	"github.com/etcdbalance/etcdbalance-go/picker"
 	"github.com/etcdbalance/etcdbalance-go/v2compat/v2client"
 )
 
@@ -36,6 +37,8 @@ type policy struct {
 	// reads them when it runs, so flags can add to them).
 	ebOpts []etcdbalance.Option
 	eb     bool // built by etcdbalance.New
+	// events, with -events, records an etcdbalance row's events.
+	events *eventLog
 	// newV2 builds a v2 client; closeFn releases what the client alone
 	// does not (v2compat's leader poll).
 	newV2 func(cfg client.Config) (c client.Client, closeFn func(), err error)
@@ -125,7 +128,13 @@ func allPolicies() []*policy {
 // ebPolicy is an etcdbalance row with opts (only: see policy.only).
 func ebPolicy(name, about, only string, opts ...etcdbalance.Option) *policy {
 	p := &policy{name: name, about: about, only: only, ebOpts: opts, eb: true}
-	p.newV3 = func(cfg clientv3.Config) (*clientv3.Client, error) { return etcdbalance.New(cfg, p.ebOpts...) }
+	p.newV3 = func(cfg clientv3.Config) (*clientv3.Client, error) {
+		opts := p.ebOpts
+		if p.events != nil { // first: the options after it change single fields
+			opts = append([]etcdbalance.Option{etcdbalance.WithPickerConfig(picker.Config{Events: p.events.client()})}, opts...)
+		}
+		return etcdbalance.New(cfg, opts...)
+	}
 	return p
 }
 

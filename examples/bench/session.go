@@ -40,6 +40,7 @@ type session struct {
 // and opens the watches.
 func newSession(ctx context.Context, pol *policy, tgt *target, sc *scenario, o *options) (*session, error) {
 	s := &session{pol: pol, tgt: tgt, sc: sc, o: o, served: make([]atomic.Int64, len(tgt.endpoints))}
+	pol.events.start(tgt.endpoints)
 	if sc.storm {
 		if pol.v2 || pol.vintage != "" {
 			return nil, fmt.Errorf("%s: scenario %s needs clientv3 (Txn, leases)", pol.name, sc.name)
@@ -114,6 +115,7 @@ func (s *session) close() {
 	for _, d := range s.drivers {
 		_ = d.close()
 	}
+	s.pol.events.print(s.pol.name)
 }
 
 // segment is what one measurement recorded.
@@ -232,6 +234,7 @@ func (s *session) measure(ctx context.Context, warmup, d time.Duration, hooks []
 		for {
 			el := time.Since(start)
 			for next < len(hooks) && el >= time.Duration(hooks[next].at*float64(d)) {
+				s.pol.events.mark(hooks[next].name)
 				hooks[next].fn()
 				next++
 			}
