@@ -258,14 +258,14 @@ func serveMetrics(addr string, col *metrics.Collector, stderr io.Writer) (stop f
 // hold keeps reading, one key every 10 ms, for o.hold or until ctx ends.
 // Failed reads are counted, not fatal: a member may be down on purpose.
 func hold(ctx context.Context, cli *clientv3.Client, o options, stderr io.Writer) {
-	ctx, cancel := context.WithTimeout(ctx, o.hold)
+	hctx, cancel := context.WithTimeout(ctx, o.hold)
 	defer cancel()
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	var reads, failed int
 	for i := 0; ; i++ {
 		select {
-		case <-ctx.Done():
+		case <-hctx.Done():
 			fmt.Fprintf(stderr, "held: %d reads, %d failed\n", reads, failed)
 			return
 		case <-tick.C:
