@@ -272,4 +272,15 @@
 // balancer's JSON config (LBConfig.Client), so a rebuilt balancer finds it
 // again. The entry is freed when the client is closed (New) or when the
 // dial options become garbage (DialOptions).
+//
+// # Events, logs and metrics
+//
+// The engine reports its state changes (ejections, probes, restores) to
+// picker.Config.Events, set with WithPickerConfig; the cluster view and
+// the monotonic guard add theirs (leader changed, learner seen or
+// promoted, lagging, caught up, probe failed, read re-issued). New also
+// logs them through clientv3.Config.Logger when one is set: state changes
+// at Info, failures at Warn, each kind and member at most once per 10 s
+// (DialOptions clients have no logger to use; they get the callback).
+// Package metrics turns the same callback into Prometheus metrics.
 package etcdbalance
