@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 	"github.com/prometheus/common/expfmt"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -304,3 +305,44 @@ func metricsText(t *testing.T, col prometheus.Collector) string {
 }
 
 func toString(v any) string { return fmt.Sprint(v) }
+
+// TestMetricsLint runs promlint over everything the collector of a real
+// client exports, after a leader change, ejections and a guard re-issue
+// have given every metric family a series.
+func TestMetricsLint(t *testing.T) {
+	c := startCluster(t, etcdcluster.Config{Size: 3})
+	col := metrics.New()
+	cli := newBalanced(t, clientConfig(c.Endpoints()),
+		etcdbalance.WithClusterView(100*time.Millisecond),
+		etcdbalance.WithPickerConfig(picker.Config{Events: col.Observe}))
+	exercise(t, "etcdbalance", cli)
+	waitRounds(t, cli, 2)
+	// Families that only events fill: fed as the adapters would.
+	for _, ev := range []picker.Event{
+		{Kind: picker.EventGuardReissue, Reason: picker.ReissueElsewhere},
+		{Kind: picker.EventMarkedDown, Addr: c.Members()[0].ClientAddr()},
+	} {
+		col.Observe(ev)
+	}
+
+	reg := prometheus.NewPedanticRegistry()
+	require.NoError(t, reg.Register(col))
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	names := map[string]bool{}
+	for _, mf := range mfs {
+		names[mf.GetName()] = true
+	}
+	for _, want := range []string{
+		"etcdbalance_picks_total", "etcdbalance_requests_in_flight", "etcdbalance_open_streams",
+		"etcdbalance_latency_estimate_seconds", "etcdbalance_ejections_total", "etcdbalance_leader",
+		"etcdbalance_lag_entries", "etcdbalance_view_probe_rounds_total", "etcdbalance_view_probe_failures_total",
+		"etcdbalance_guard_reissues_total", "etcdbalance_marks_total",
+	} {
+		assert.True(t, names[want], "no %s among %v", want, names)
+	}
+	problems, err := promlint.NewWithMetricFamilies(mfs).Lint()
+	require.NoError(t, err)
+	assert.Empty(t, problems, "promlint")
+	t.Logf("%d metric families, promlint clean", len(mfs))
+}
