@@ -1,6 +1,10 @@
 package v2compat
 
-import "github.com/etcdbalance/etcdbalance-go/picker"
+import (
+	"sync"
+
+	"github.com/etcdbalance/etcdbalance-go/picker"
+)
 
 // Events: set picker.Config.Events (with the PickerConfig option) to hear
 // of the engine's events (ejections, probes...) and of the transport's:
@@ -28,4 +32,42 @@ func (t *Transport) leaderEvent(key string) {
 	}
 	t.saidLeader.Store(key)
 	t.p.Emit(picker.Event{Kind: picker.EventLeaderChanged, Addr: key})
+}
+
+// heldEvents holds back the engine's EventAdded and EventRemoved, which
+// its SetEndpoints reports while the transport holds t.mu (installLocked),
+// a lock that requests take too (expireTags): flush hands them to the
+// callback once the lock is released. No other event comes from there.
+type heldEvents struct {
+	mu   sync.Mutex
+	evs  []picker.Event
+	user func(picker.Event)
+}
+
+// wrap returns the callback to give the engine in place of user (nil
+// when user is nil: no callback, no cost).
+func (h *heldEvents) wrap(user func(picker.Event)) func(picker.Event) {
+	if user == nil {
+		return nil
+	}
+	h.user = user
+	return func(ev picker.Event) {
+		if ev.Kind == picker.EventAdded || ev.Kind == picker.EventRemoved {
+			h.mu.Lock()
+			h.evs = append(h.evs, ev)
+			h.mu.Unlock()
+			return
+		}
+		user(ev)
+	}
+}
+
+func (h *heldEvents) flush() {
+	h.mu.Lock()
+	evs := h.evs
+	h.evs = nil
+	h.mu.Unlock()
+	for _, ev := range evs {
+		h.user(ev)
+	}
 }

@@ -19,7 +19,7 @@ type eventRecorder struct {
 }
 
 func (r *eventRecorder) add(ev picker.Event) {
-	if ev.Kind == picker.EventAdded {
+	if ev.Kind == picker.EventAdded || ev.Kind == picker.EventRemoved {
 		return
 	}
 	r.mu.Lock()
@@ -84,4 +84,28 @@ func TestMarkEvents(t *testing.T) {
 		do(t, tr3, "GET", c3.members[0].srv.URL+"/v2/keys/a")
 	}
 	assert.Equal(t, []string{"marked-stale " + strings.ToLower(c3.members[2].srv.URL)}, rec3.get())
+}
+
+// TestEndpointEvents: the engine's endpoint events reach the callback,
+// after the transport's lock is released (the callback may call back).
+func TestEndpointEvents(t *testing.T) {
+	c := newFakeCluster(t, 3)
+	var got []string
+	var tr *Transport
+	cb := func(ev picker.Event) {
+		if tr != nil {
+			if !tr.mu.TryLock() {
+				t.Errorf("%v reported under the transport's lock", ev)
+			} else {
+				tr.mu.Unlock()
+			}
+		}
+		got = append(got, ev.Kind.String()+" "+ev.Addr)
+	}
+	tr, _ = newTestTransport(t, c, LeaderPollInterval(-1), PickerConfig(picker.Config{Events: cb}))
+	require.Len(t, got, 3)
+	got = nil
+	key := func(i int) string { return strings.ToLower(c.members[i].srv.URL) }
+	require.NoError(t, tr.SetEndpoints(c.urls()[:2]))
+	assert.Equal(t, []string{"removed " + key(2)}, got)
 }

@@ -56,6 +56,7 @@ type Transport struct {
 	eps        atomic.Value // *endpointSet
 	leaderV    atomic.Value // string: the leader's endpoint key, "" unknown
 	saidLeader atomic.Value // string: the last leader reported to the events callback
+	held       *heldEvents  // the engine's endpoint events, until t.mu is released
 
 	mu      sync.Mutex // guards the fields below and every SetTags
 	leader  string
@@ -136,12 +137,15 @@ func New(inner CancelableTransport, endpoints []string, opts ...Option) (*Transp
 	if err != nil {
 		return nil, err
 	}
+	held := &heldEvents{}
+	o.picker.Events = held.wrap(o.picker.Events)
 	p, err := picker.New(o.picker)
 	if err != nil {
 		return nil, err
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	t := &Transport{
+		held:    held,
 		inner:   inner,
 		p:       p,
 		opts:    o,
@@ -158,6 +162,7 @@ func New(inner CancelableTransport, endpoints []string, opts ...Option) (*Transp
 	t.mu.Lock()
 	err = t.installLocked(set)
 	t.mu.Unlock()
+	t.held.flush()
 	if err != nil {
 		stop()
 		return nil, err
@@ -209,6 +214,7 @@ func (t *Transport) SetEndpoints(endpoints []string) error {
 	t.mu.Lock()
 	err = t.installLocked(set)
 	t.mu.Unlock()
+	t.held.flush()
 	if err == nil {
 		t.kickPoll()
 	}
