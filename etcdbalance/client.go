@@ -31,10 +31,11 @@ func New(cfg clientv3.Config, opts ...Option) (*clientv3.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	e, err := reg.create(withLogger(o.picker, cfg.Logger), o.routing)
+	e, err := reg.create(o.picker, o.routing)
 	if err != nil {
 		return nil, err
 	}
+	e.sink.use(cfg.Logger)
 	ours := dialOptions(e.id, o.picker, &handle{id: e.id, e: e})
 	cfg.DialOptions = append(slices.Clip(cfg.DialOptions), ours...)
 	// clientv3.New authenticates, and may check the cluster's version, on

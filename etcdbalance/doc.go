@@ -281,6 +281,7 @@
 // promoted, lagging, caught up, probe failed, read re-issued). New also
 // logs them through clientv3.Config.Logger when one is set: state changes
 // at Info, failures at Warn, each kind and member at most once per 10 s
-// (DialOptions clients have no logger to use; they get the callback).
+// (for a DialOptions client, Attach logs them through cli.GetLogger(),
+// which is clientv3's default logger when the config set none).
 // Package metrics turns the same callback into Prometheus metrics.
 package etcdbalance

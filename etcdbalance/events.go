@@ -2,6 +2,7 @@ package etcdbalance
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -43,21 +44,34 @@ type logState struct {
 	suppressed int
 }
 
-// withLogger returns cfg with an event callback that logs through l and
-// then calls cfg's own callback, if any. A nil l leaves cfg alone.
-func withLogger(cfg picker.Config, l *zap.Logger) picker.Config {
-	if l == nil {
-		return cfg
-	}
-	el := &eventLog{log: l.Named("etcdbalance"), now: time.Now, last: map[logKey]*logState{}}
+// logSink is where an entry's engine sends its events: the log, once a
+// logger is known (New: clientv3.Config.Logger; Attach: the client's
+// logger), and the user's callback.
+type logSink struct {
+	log atomic.Pointer[eventLog]
+}
+
+// newEngine returns an engine for cfg whose events go through a new sink.
+func newEngine(cfg picker.Config) (*picker.Picker, *logSink, error) {
+	s := &logSink{}
 	user := cfg.Events
 	cfg.Events = func(ev picker.Event) {
-		el.write(ev)
+		if l := s.log.Load(); l != nil {
+			l.write(ev)
+		}
 		if user != nil {
 			user(ev)
 		}
 	}
-	return cfg
+	eng, err := picker.New(cfg)
+	return eng, s, err
+}
+
+// use starts logging through l, unless l is nil or a logger is in use.
+func (s *logSink) use(l *zap.Logger) {
+	if l != nil {
+		s.log.CompareAndSwap(nil, &eventLog{log: l.Named("etcdbalance"), now: time.Now, last: map[logKey]*logState{}})
+	}
 }
 
 // write logs ev, unless its kind is not logged or it is rate-limited.

@@ -98,12 +98,17 @@ func TestEventLog(t *testing.T) {
 	core, logs := observer.New(zapcore.InfoLevel)
 	now := time.Unix(1e9, 0)
 	var user []picker.Event
-	cfg := withLogger(picker.Config{Events: func(ev picker.Event) { user = append(user, ev) }}, zap.New(core))
+	eng, sink, err := newEngine(picker.Config{Events: func(ev picker.Event) { user = append(user, ev) }})
+	require.NoError(t, err)
+	eng.Emit(picker.Event{Kind: picker.EventLeaderChanged, Addr: "a"}) // no logger yet
+	require.Len(t, user, 1, "the user's callback runs")
+	require.Zero(t, logs.Len())
+	sink.use(zap.New(core))
 	// A logger of its own with an injected clock, for the rate limit.
 	l := &eventLog{log: zap.New(core).Named("etcdbalance"), now: func() time.Time { return now }, last: map[logKey]*logState{}}
 
-	cfg.Events(picker.Event{Kind: picker.EventLeaderChanged, Addr: "a"})
-	require.Len(t, user, 1, "the user's callback still runs")
+	eng.Emit(picker.Event{Kind: picker.EventLeaderChanged, Addr: "a"})
+	require.Len(t, user, 2, "the user's callback still runs")
 	require.Equal(t, 1, logs.Len())
 	e := logs.TakeAll()[0]
 	assert.Equal(t, "leader changed", e.Message)
@@ -128,5 +133,4 @@ func TestEventLog(t *testing.T) {
 	assert.Equal(t, map[string]any{"member": "c", "reason": "Unavailable", "error": "connection refused"}, all[2].ContextMap())
 	assert.Equal(t, "plain", all[3].ContextMap()["error"])
 
-	assert.Nil(t, withLogger(picker.Config{}, nil).Events, "no logger: no callback")
 }

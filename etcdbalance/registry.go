@@ -61,9 +61,10 @@ type entry struct {
 	id       string
 	cfg      picker.Config
 	engine   *picker.Picker
-	rt       *router // routing rules and cluster view of this engine
-	template *entry  // the entry registered under id; itself for the template
-	guard    guard   // the client's monotonic-read state
+	sink     *logSink // where engine's events go
+	rt       *router  // routing rules and cluster view of this engine
+	template *entry   // the entry registered under id; itself for the template
+	guard    guard    // the client's monotonic-read state
 	last     atomic.Pointer[targetEntry]
 
 	// Guarded by registry.mu.
@@ -97,7 +98,7 @@ const idPrefix = "etcdbalance-client-"
 // create registers a new engine for cfg with the routing rules set, held
 // by a client handle.
 func (r *registry) create(cfg picker.Config, set routing) (*entry, error) {
-	eng, err := picker.New(cfg)
+	eng, sink, err := newEngine(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("etcdbalance: invalid configuration: %v", err)
 	}
@@ -105,6 +106,7 @@ func (r *registry) create(cfg picker.Config, set routing) (*entry, error) {
 		id:     fmt.Sprintf("%s%d", idPrefix, idSeq.Add(1)),
 		cfg:    cfg,
 		engine: eng,
+		sink:   sink,
 		rt:     newRouter(set, eng),
 		held:   true,
 	}
@@ -169,11 +171,11 @@ func (r *registry) forTargetLocked(t *entry, target string) *entry {
 	if s := t.siblings[target]; s != nil {
 		return s
 	}
-	eng, err := picker.New(t.cfg)
+	eng, sink, err := newEngine(t.cfg)
 	if err != nil { // the template's configuration, validated when it was made
 		return t
 	}
-	s := &entry{id: t.id, cfg: t.cfg, engine: eng, rt: newRouter(t.rt.set, eng), template: t, held: t.held, target: target}
+	s := &entry{id: t.id, cfg: t.cfg, engine: eng, sink: sink, rt: newRouter(t.rt.set, eng), template: t, held: t.held, target: target}
 	if t.siblings == nil {
 		t.siblings = map[string]*entry{}
 	}

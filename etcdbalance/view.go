@@ -609,6 +609,9 @@ func Attach(cli *clientv3.Client) (stop func(), err error) {
 	if e.rt.set.viewInterval <= 0 {
 		return nil, ErrViewOff
 	}
+	if e.rt.view.Load() == nil { // not a client of New, which logs as its config says
+		e.sink.use(cli.GetLogger())
+	}
 	ctx, cancel := context.WithCancel(cli.Ctx())
 	v := startView(ctx, cli, e)
 	if v == nil {

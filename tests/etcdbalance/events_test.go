@@ -346,3 +346,19 @@ func TestMetricsLint(t *testing.T) {
 	assert.Empty(t, problems, "promlint")
 	t.Logf("%d metric families, promlint clean", len(mfs))
 }
+
+// TestAttachLogs: a client built with DialOptions logs its events
+// through its own logger once attached.
+func TestAttachLogs(t *testing.T) {
+	c := startCluster(t, etcdcluster.Config{Size: 3})
+	cfg, logs := observed(c.Endpoints(), zapcore.InfoLevel)
+	cli := newDialOptionsClient(t, cfg)
+	stop, err := etcdbalance.Attach(cli)
+	require.NoError(t, err)
+	defer stop()
+	li, err := c.WaitLeader(context.Background())
+	require.NoError(t, err)
+	waitFor(t, 30*time.Second, "the leader-changed log line", func() bool {
+		return logs.FilterMessage("leader changed").FilterField(zap.String("leader", c.Members()[li].ClientAddr())).Len() == 1
+	})
+}
