@@ -25,6 +25,7 @@ require (
 	github.com/coreos/etcd v3.1.5+incompatible
 	github.com/etcdbalance/etcdbalance-go v0.0.0-00010101000000-000000000000
 	github.com/ghodss/yaml v1.0.0
+	github.com/prometheus/client_golang v1.20.5
 	go.uber.org/goleak v1.3.0
 	golang.org/x/net v0.61.0
 	google.golang.org/grpc v1.83.2
@@ -36,7 +37,6 @@ require (
 	github.com/grpc-ecosystem/go-grpc-prometheus v0.0.0-00010101000000-000000000000 // indirect
 	github.com/grpc-ecosystem/grpc-gateway v0.0.0-00010101000000-000000000000 // indirect
 	github.com/matttproud/golang_protobuf_extensions v0.0.0-00010101000000-000000000000 // indirect
-	github.com/prometheus/client_golang v1.20.5 // indirect
 	github.com/prometheus/client_model v0.6.1 // indirect
 	github.com/prometheus/common v0.62.0 // indirect
 	github.com/prometheus/procfs v0.15.1 // indirect
