@@ -40,7 +40,6 @@ import (
 //	ejectMax           duration longest ejection (30s)
 //	reshuffleInterval  duration reshuffle period (30s), or "off"
 //	reshuffleJitter    number   ± fraction of that period (0.2)
-//	avoidFactor        number   how much cheaper an avoided member must be (2)
 //	reserveRatio       number   how much slower every other member must be
 //	                            before a reserve (the leader, for reads)
 //	                            serves like any (1.5)
@@ -221,7 +220,6 @@ var configFields = []configField{
 	durationField("ejectMax", false, func(c *picker.Config) *time.Duration { return &c.EjectMax }),
 	durationField("reshuffleInterval", true, func(c *picker.Config) *time.Duration { return &c.ReshuffleInterval }),
 	floatField("reshuffleJitter", func(c *picker.Config) *float64 { return &c.ReshuffleJitter }),
-	floatField("avoidFactor", func(c *picker.Config) *float64 { return &c.AvoidFactor }),
 	floatField("reserveRatio", func(c *picker.Config) *float64 { return &c.ReserveRatio }),
 }
 

@@ -148,20 +148,14 @@ type Config struct {
 	// Default 0.2; must be in [0, 1).
 	ReshuffleJitter float64
 
-	// AvoidFactor is how much cheaper an avoided endpoint (Request.Avoid)
-	// must be than every other eligible endpoint before it is picked.
-	// Default 2; must be ≥ 1.
-	AvoidFactor float64
-
 	// ReserveRatio is the one knob of the reserve rule (Request.Reserve,
 	// the leader for reads): a reserve endpoint becomes an ordinary P2C
 	// candidate for a unary request only while every other eligible
 	// endpoint's latency estimate for the request's class is more than
 	// ReserveRatio times its own. The gate compares estimates, not costs:
 	// an endpoint with many requests in flight is busy, not slow, and a
-	// gate on cost (AvoidFactor) hands the reserve a share that grows with
-	// concurrency. So while the others are healthy the reserve takes only
-	// probes, which keep its estimate current: one request when its
+	// gate on cost hands the reserve a share that grows with concurrency.
+	// So while the others are healthy the reserve takes only probes, which keep its estimate current: one request when its
 	// estimate for the class is a second old, at most once a second and in
 	// at most 1 of 2n picks (n endpoints), well below its fair share of
 	// 1/n. When the others saturate or slow down, their estimates rise and
@@ -204,7 +198,6 @@ const (
 	DefaultEjectMax          = 30 * time.Second
 	DefaultReshuffleInterval = 30 * time.Second
 	DefaultReshuffleJitter   = 0.2
-	DefaultAvoidFactor       = 2.0
 	DefaultReserveRatio      = 1.5
 )
 
@@ -234,7 +227,6 @@ type settings struct {
 	ejectMax       int64
 	reshuffle      int64 // ns; 0 = off
 	jitter         float64
-	avoidFactor    float64
 	reserveRatio   float64
 	stepJump       int64 // ns: how far the engine's time jumps on a clock step back
 }
@@ -363,13 +355,6 @@ func (c Config) settings() (settings, error) {
 	}
 	if !(s.jitter >= 0 && s.jitter < 1) {
 		return s, fmt.Errorf("picker: ReshuffleJitter %v must be in [0, 1)", c.ReshuffleJitter)
-	}
-	s.avoidFactor = c.AvoidFactor
-	if s.avoidFactor == 0 {
-		s.avoidFactor = DefaultAvoidFactor
-	}
-	if !(s.avoidFactor >= 1) || math.IsInf(s.avoidFactor, 0) {
-		return s, fmt.Errorf("picker: AvoidFactor %v must be a finite number ≥ 1", c.AvoidFactor)
 	}
 	s.reserveRatio = c.ReserveRatio
 	if s.reserveRatio == 0 {

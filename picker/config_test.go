@@ -20,7 +20,6 @@ func TestConfigErrorsNameTheBadValue(t *testing.T) {
 		{Config{SlowStartPenalty: 0.5}, "SlowStartPenalty 0.5"},
 		{Config{ReshuffleJitter: 1}, "ReshuffleJitter 1"},
 		{Config{ReshuffleJitter: -0.1}, "ReshuffleJitter -0.1"},
-		{Config{AvoidFactor: 0.9}, "AvoidFactor 0.9"},
 		{Config{ReserveRatio: 0.5}, "ReserveRatio 0.5"},
 		{Config{MinSampleWeight: 1}, "MinSampleWeight 1"},
 		{Config{PeakStep: 0.5}, "PeakStep 0.5"},

@@ -8,6 +8,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 const ms = time.Millisecond
@@ -500,13 +503,6 @@ func TestTags(t *testing.T) {
 	if got := count(Request{Avoid: leader}); got["a"] != 0 || got["b"] == 0 || got["c"] == 0 || got["d"] == 0 {
 		t.Fatalf("avoid leader while others are as cheap: %v", got)
 	}
-	// When every other endpoint costs far more, the avoided one serves.
-	for _, a := range []string{"b", "c", "d"} {
-		measure(p, clk, map[string]time.Duration{a: 500 * ms})
-	}
-	if got := count(Request{Avoid: leader}); got["a"] == 0 {
-		t.Fatalf("avoided endpoint never used although the rest cost >2×: %v", got)
-	}
 	if err := p.UpdateTags("a", learner, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -687,4 +683,201 @@ func TestStreamsAvoidAMemberThatJustFailed(t *testing.T) {
 	for _, h := range held {
 		p.Done(h, Outcome{})
 	}
+}
+
+// TestAvoidUnlessNothingElse: an avoided endpoint serves only when no other
+// is eligible, however much dearer the others are, and Avoid applies
+// before Prefer.
+func TestAvoidUnlessNothingElse(t *testing.T) {
+	const leader, stale, learner Tags = 1, 2, 4
+	clk := newFakeClock()
+	p := mustNew(t, Config{Clock: clk, Rand: NewSource(31)}, "a", "b", "c")
+	require.NoError(t, p.UpdateTags("a", leader|stale, 0))
+	count := func(r Request) map[string]int {
+		got := map[string]int{}
+		for i := 0; i < 300; i++ {
+			tk, err := p.Pick(r)
+			require.NoError(t, err)
+			got[tk.Addr()]++
+			clk.Advance(ms)
+			p.Done(tk, Outcome{})
+		}
+		return got
+	}
+	// The others are 100× dearer: the avoided one still gets nothing.
+	measure(p, clk, map[string]time.Duration{"a": ms, "b": 100 * ms, "c": 100 * ms})
+	got := count(Request{Avoid: stale})
+	assert.Zero(t, got["a"], "avoided endpoint picked while others were eligible: %v", got)
+	// Preferred but avoided: the preference is dropped, not the avoidance.
+	got = count(Request{Prefer: leader, Avoid: stale})
+	assert.Zero(t, got["a"], "prefer must not override avoid: %v", got)
+	// Nothing else eligible: it serves.
+	require.NoError(t, p.UpdateTags("b", learner, 0))
+	require.NoError(t, p.UpdateTags("c", learner, 0))
+	got = count(Request{Avoid: stale, Exclude: learner})
+	assert.Equal(t, 300, got["a"], "the only eligible endpoint must serve although avoided: %v", got)
+	// Every endpoint avoided: all serve.
+	got = count(Request{Avoid: stale | learner})
+	assert.NotZero(t, got["b"]+got["c"], "all avoided, all must be eligible: %v", got)
+}
+
+// TestSkip: listed addresses are never picked; skipping all of them is
+// ErrNoEligible; unknown addresses are ignored.
+func TestSkip(t *testing.T) {
+	clk := newFakeClock()
+	for _, pol := range Policies {
+		p := mustNew(t, Config{Policy: pol, Clock: clk, Rand: NewSource(32)}, five...)
+		for i := 0; i < 200; i++ {
+			tk, err := p.Pick(Request{Skip: []string{"a", "c", "zz"}})
+			require.NoError(t, err)
+			require.NotContains(t, []string{"a", "c"}, tk.Addr(), "%s picked a skipped endpoint", pol)
+			clk.Advance(ms)
+			p.Done(tk, Outcome{})
+		}
+		_, err := p.Pick(Request{Skip: five})
+		assert.Equal(t, ErrNoEligible, err, "%s: every endpoint skipped", pol)
+		assert.True(t, p.Eligible(0), "Skip must not change the endpoints' tags")
+	}
+}
+
+// TestMark: a mark holds for its duration of engine time, counts like a
+// tag, is extended (never shortened) by a later Mark, ends at once with
+// d == 0, and is independent of UpdateTags.
+func TestMark(t *testing.T) {
+	const failed, stale Tags = 1 << 3, 1 << 30
+	clk := newFakeClock()
+	p := mustNew(t, Config{Clock: clk, Rand: NewSource(33)}, "a", "b", "c")
+	tagsOf := func(addr string) Tags { return statsOf(t, p, addr).Tags }
+
+	require.NoError(t, p.Mark("a", failed, time.Second))
+	assert.Equal(t, failed, tagsOf("a"))
+	require.NoError(t, p.Mark("b", failed, time.Second))
+	require.NoError(t, p.Mark("c", failed, time.Second))
+	assert.False(t, p.Eligible(failed), "a mark must count for Eligible")
+	require.NoError(t, p.Mark("b", failed, 0))
+	require.NoError(t, p.Mark("c", failed, 0))
+	for i := 0; i < 100; i++ {
+		tk, err := p.Pick(Request{Exclude: failed})
+		require.NoError(t, err)
+		require.NotEqual(t, "a", tk.Addr())
+		p.Done(tk, Outcome{})
+	}
+	clk.Advance(999 * ms)
+	assert.Equal(t, failed, tagsOf("a"), "the mark ended early")
+	// A shorter mark does not shorten it; a longer one extends it.
+	require.NoError(t, p.Mark("a", failed, 10*ms))
+	require.NoError(t, p.Mark("a", failed|stale, 2*time.Second))
+	clk.Advance(time.Second)
+	assert.Equal(t, failed|stale, tagsOf("a"), "a later Mark must extend")
+	// UpdateTags neither sees nor clears marks.
+	require.NoError(t, p.UpdateTags("a", 1, failed))
+	assert.Equal(t, failed|stale|1, tagsOf("a"))
+	clk.Advance(time.Second)
+	_, err := p.Pick(Request{}) // expiry is lazy, on the pick path
+	require.NoError(t, err)
+	assert.Equal(t, Tags(1), tagsOf("a"), "the marks did not end")
+
+	// d == 0 ends one tag's mark at once and leaves the others.
+	require.NoError(t, p.Mark("b", failed|stale, time.Minute))
+	require.NoError(t, p.Mark("b", stale, 0))
+	assert.Equal(t, failed, tagsOf("b"))
+	// Marks on several endpoints end each at its own time.
+	require.NoError(t, p.Mark("c", stale, 2*time.Minute))
+	clk.Advance(time.Minute)
+	assert.Equal(t, Tags(0), tagsOf("b"))
+	assert.Equal(t, stale, tagsOf("c"))
+	clk.Advance(time.Minute)
+	assert.Equal(t, Tags(0), tagsOf("c"))
+
+	// Bad input names the bad value.
+	err = p.Mark("zz", failed, time.Second)
+	assert.ErrorContains(t, err, `"zz"`)
+	err = p.Mark("a", failed, -time.Second)
+	assert.ErrorContains(t, err, "-1s")
+	// An endpoint that leaves and comes back starts unmarked.
+	require.NoError(t, p.Mark("a", failed, time.Hour))
+	require.NoError(t, p.SetEndpoints([]string{"b", "c"}))
+	require.NoError(t, p.SetEndpoints([]string{"a", "b", "c"}))
+	assert.Equal(t, Tags(0), tagsOf("a"))
+}
+
+// TestMarkUnderClockStepBack: marks run on engine time, so a clock step
+// back ends them early, never late.
+func TestMarkUnderClockStepBack(t *testing.T) {
+	clk := newFakeClock()
+	p := mustNew(t, Config{Clock: clk, Rand: NewSource(34)}, "a", "b")
+	require.NoError(t, p.Mark("a", 1, 10*time.Second))
+	clk.Advance(-time.Hour)
+	assert.Equal(t, Tags(0), statsOf(t, p, "a").Tags)
+}
+
+// TestMarkConcurrent: marks set, extended and ended from many goroutines
+// while others pick; run with -race. Once every mark is due, none is left.
+func TestMarkConcurrent(t *testing.T) {
+	clk := newFakeClock()
+	p := mustNew(t, Config{Clock: clk, Rand: NewSource(35)}, five...)
+	var wg sync.WaitGroup
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for i := 0; i < 2000; i++ {
+				a := five[(g+i)%len(five)]
+				switch i % 3 {
+				case 0:
+					_ = p.Mark(a, Tags(1)<<uint(i%32), time.Duration(i%7)*ms)
+				case 1:
+					clk.Advance(ms)
+				}
+				if tk, err := p.Pick(Request{Avoid: 0xff}); err == nil {
+					p.Done(tk, Outcome{})
+				}
+			}
+		}(g)
+	}
+	wg.Wait()
+	clk.Advance(time.Second)
+	for _, s := range p.Snapshot() {
+		assert.Equal(t, Tags(0), s.Tags, "%s kept a mark that was due", s.Addr)
+	}
+}
+
+// TestJitter: uniform over d×(1±frac) (χ² over 10 buckets), d itself for
+// frac 0, and frac clamped to 1.
+func TestJitter(t *testing.T) {
+	r := NewSource(36)
+	const n, buckets = 10000, 10
+	d := time.Second
+	counts := make([]int, buckets)
+	for i := 0; i < n; i++ {
+		j := Jitter(d, 0.2, r)
+		require.True(t, j >= 800*ms && j < 1200*ms, "Jitter(1s, 0.2) = %v", j)
+		counts[int(float64(j-800*ms)/float64(400*ms)*buckets)]++
+	}
+	x := chiSquare(counts, n/buckets)
+	assert.Less(t, x, chiSquareCritical(buckets-1, z1e6), "not uniform: %v", counts)
+	assert.Equal(t, d, Jitter(d, 0, r))
+	assert.Equal(t, d, Jitter(d, -1, nil))
+	for i := 0; i < 100; i++ {
+		j := Jitter(d, 5, nil)
+		require.True(t, j >= 0 && j < 2*d, "Jitter(1s, 5) = %v", j)
+	}
+}
+
+// TestPickAllocsWithSkipAvoidMarks: the pick path stays allocation-free
+// with Skip, Avoid and pending marks.
+func TestPickAllocsWithSkipAvoidMarks(t *testing.T) {
+	clk := newFakeClock()
+	p := mustNew(t, Config{Clock: clk, Rand: NewSource(37)}, five...)
+	require.NoError(t, p.Mark("b", 2, time.Hour))
+	r := Request{Skip: []string{"a"}, Avoid: 2}
+	allocs := testing.AllocsPerRun(1000, func() {
+		tk, err := p.Pick(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		clk.Advance(ms)
+		p.Done(tk, Outcome{})
+	})
+	assert.Zero(t, allocs)
 }

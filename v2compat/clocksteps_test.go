@@ -51,7 +51,7 @@ func TestDownMarkBoundedUnderClockSteps(t *testing.T) {
 	down := func() bool {
 		for _, s := range tr.Picker().Snapshot() {
 			if s.Addr == badKey {
-				return s.Tags&tagDown != 0
+				return s.Tags&tagFailed != 0
 			}
 		}
 		t.Fatalf("no endpoint %s", badKey)

@@ -64,11 +64,10 @@
 //
 // # Members that have just failed
 //
-// Such a failure also marks the member as just failed for DownHold (1 s):
-// every request avoids it meanwhile, unless every member is marked (a watch
-// goes elsewhere whenever it can; a unary request goes to it only when
-// every other member costs more than picker.Config.AvoidFactor times as
-// much). A good answer from the member ends the mark at once. The engine
+// Such a failure also marks the member as just failed for a second
+// (picker.Picker.Mark): every request avoids it meanwhile, unless no other
+// member is eligible (picker.Request.Avoid). A good answer from the member
+// ends the mark at once. The engine
 // charges unary failures to the member's cost, but it spreads watches by
 // their count alone and ejects a member only after several failures in a
 // row; a member that has just crashed has no watch left, so without the

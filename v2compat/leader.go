@@ -55,7 +55,7 @@ func (t *Transport) pollLoop() {
 		}
 		last = t.p.Now()
 		t.pollOnce()
-		tm := time.NewTimer(t.jittered(t.opts.pollInterval))
+		tm := time.NewTimer(picker.Jitter(t.opts.pollInterval, LeaderPollJitter, t.rnd))
 		select {
 		case <-t.ctx.Done():
 			tm.Stop()
@@ -79,11 +79,6 @@ func (t *Transport) sleep(d time.Duration) bool {
 	}
 }
 
-func (t *Transport) jittered(d time.Duration) time.Duration {
-	u := float64(t.rnd.Uint64()>>11) / (1 << 53)
-	return time.Duration(float64(d) * (1 + LeaderPollJitter*(2*u-1)))
-}
-
 // pollOnce asks one member, or a second one if the first does not answer,
 // who the leader is. A member without a leader answers 503; when every
 // member asked says so, the leader is forgotten. When no member answers,
@@ -92,16 +87,14 @@ func (t *Transport) jittered(d time.Duration) time.Duration {
 func (t *Transport) pollOnce() {
 	atomic.AddUint64(&t.st.polls, 1)
 	set := t.set()
-	var tried picker.Tags
-	var triedKeys []string
+	var tried []string
 	noLeader := 0
 	for i := 0; i < 2 && i < len(set.list); i++ {
-		ep, tk, err := t.pick(classOther, picker.ClassPoint, tried, triedKeys)
+		ep, tk, err := t.pick(classOther, picker.ClassPoint, tried)
 		if err != nil {
 			break
 		}
-		tried |= ep.id
-		triedKeys = append(triedKeys, ep.key)
+		tried = append(tried, ep.key)
 		var m memberJSON
 		status, err := t.getJSON(ep, tk, "/v2/members/leader", &m)
 		if err == nil {
@@ -115,7 +108,7 @@ func (t *Transport) pollOnce() {
 			noLeader++
 		}
 	}
-	if noLeader > 0 && noLeader == len(triedKeys) {
+	if noLeader > 0 && noLeader == len(tried) {
 		t.setLeader("")
 		return
 	}
@@ -194,7 +187,7 @@ func (t *Transport) setLeader(key string) {
 	}
 	t.leader = key
 	t.leaderV.Store(key)
-	t.applyTagsLocked(set)
+	t.tagLeaderLocked(set)
 }
 
 // getJSON sends GET path to ep on the inner transport, hands tk back with

@@ -28,25 +28,25 @@ const (
 	DefaultMonotonicRetries = 3
 	// MaxMonotonicRetries bounds MonotonicRetries.
 	MaxMonotonicRetries = 16
-	// LaggingAfter is the number of stale answers in a row after which a
-	// member is left out of reads (unless every other member is lagging
-	// too) and avoided by watches and writes, for LaggingHold.
-	// A single stale answer proves little: a healthy follower learns of a
-	// commit up to one heartbeat after the leader, so reads issued right
-	// after a write often see it one index behind.
-	LaggingAfter = 3
-	// LaggingHold is how long a lagging member is avoided before it is
-	// given reads again; one more stale answer then marks it again.
-	LaggingHold = 2 * time.Second
-	// DownHold is how long a member whose request has just failed (refused,
-	// reset, also in the middle of an answer, timed out, 5xx) is avoided by
-	// every request, unless it answers well first or every member is
-	// marked. The engine charges such failures to the member's cost, but it
-	// spreads watches by their count alone, so without this the v2 client's
-	// retry of a watch cut by a member's crash would go straight back to it
-	// (see the package documentation). A request the caller canceled marks
-	// nothing.
-	DownHold = time.Second
+	// staleAfter is the number of stale answers in a row after which a
+	// member is avoided by reads, watches and writes (picked only when no
+	// other is eligible) for staleHold. A single stale answer proves
+	// little: a healthy follower learns of a commit up to one heartbeat
+	// after the leader, so reads issued right after a write often see it
+	// one index behind.
+	staleAfter = 3
+	// staleHold is how long a stale member is avoided before it is given
+	// reads again; one more stale answer then marks it again.
+	staleHold = 2 * time.Second
+	// failedHold is how long a member whose request has just failed
+	// (refused, reset, also in the middle of an answer, timed out, 5xx) is
+	// avoided by every request, unless it answers well first or no other
+	// member is eligible. The engine charges such failures to the member's
+	// cost, but it spreads watches by their count alone, so without this
+	// the v2 client's retry of a watch cut by a member's crash would go
+	// straight back to it (see the package documentation). A request the
+	// caller canceled marks nothing.
+	failedHold = time.Second
 )
 
 // Option configures a Transport. Options are applied in order; a later
@@ -146,8 +146,8 @@ func HeaderTimeout(d time.Duration) Option {
 // Stale answers are common in two cases: a member that has fallen behind
 // (cut off from its peers, overloaded) and reads issued right after this
 // client's own writes, which a follower learns of up to one heartbeat
-// (100 ms by default) after the leader answered. A member with LaggingAfter
-// stale answers in a row gets no reads for LaggingHold, so a member that is
+// (100 ms by default) after the leader answered. A member with three
+// stale answers in a row gets no reads for two seconds, so a member that is
 // truly behind stops costing extra round trips. Turn the guard off for
 // workloads that can tolerate reading an older state than one already
 // seen.

@@ -43,10 +43,9 @@ var errCanceled = errors.New("v2compat: request canceled")
 // RoundTripper: until then the request counts as in flight at its member.
 type Transport struct {
 	// 64-bit atomics first, for their alignment on 32-bit platforms.
-	highest   uint64 // highest X-Etcd-Index seen in any answer
-	tagExpiry int64  // earliest end of a lagging or down mark, engine time; 0: none
-	retries   int32  // entries in resent
-	st        counters
+	highest uint64 // highest X-Etcd-Index seen in any answer
+	retries int32  // entries in resent
+	st      counters
 
 	inner CancelableTransport
 	p     *picker.Picker
@@ -56,10 +55,9 @@ type Transport struct {
 	eps     atomic.Value // *endpointSet
 	leaderV atomic.Value // string: the leader's endpoint key, "" unknown
 
-	mu      sync.Mutex // guards the fields below and every SetTags
-	leader  string
-	lagging map[string]int64  // endpoint key -> end of its lagging mark
-	ids     map[string]string // endpoint key -> member ID, for the leader lookup
+	mu     sync.Mutex // guards the fields below and the leader tag
+	leader string
+	ids    map[string]string // endpoint key -> member ID, for the leader lookup
 
 	resentMu sync.Mutex
 	resent   map[string]int64 // GET path?query -> end of its window without a header timeout
@@ -141,17 +139,16 @@ func New(inner CancelableTransport, endpoints []string, opts ...Option) (*Transp
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	t := &Transport{
-		inner:   inner,
-		p:       p,
-		opts:    o,
-		rnd:     picker.NewSource(uint64(time.Now().UnixNano())),
-		lagging: make(map[string]int64),
-		ids:     make(map[string]string),
-		resent:  make(map[string]int64),
-		calls:   make(map[*http.Request]*call),
-		ctx:     ctx,
-		stop:    stop,
-		kick:    make(chan struct{}, 1),
+		inner:  inner,
+		p:      p,
+		opts:   o,
+		rnd:    picker.NewSource(uint64(time.Now().UnixNano())),
+		ids:    make(map[string]string),
+		resent: make(map[string]int64),
+		calls:  make(map[*http.Request]*call),
+		ctx:    ctx,
+		stop:   stop,
+		kick:   make(chan struct{}, 1),
 	}
 	t.leaderV.Store("")
 	t.mu.Lock()
@@ -244,11 +241,11 @@ func (t *Transport) set() *endpointSet { return t.eps.Load().(*endpointSet) }
 
 // now is the engine's time: monotonic and positive even when the wall clock
 // steps (Go 1.8 has no monotonic reading), and on a step back it jumps
-// past every hold, so the lagging and down marks end early, never late.
+// past every hold, so the header-timeout windows end early, never late.
 func (t *Transport) now() int64 { return int64(t.p.Now()) }
 
 // installLocked makes set current in the picker and here, drops the state
-// of members that left and re-tags the rest. Called with t.mu held.
+// of members that left and tags the leader. Called with t.mu held.
 func (t *Transport) installLocked(set *endpointSet) error {
 	keys := make([]string, len(set.list))
 	for i, e := range set.list {
@@ -262,37 +259,25 @@ func (t *Transport) installLocked(set *endpointSet) error {
 		t.leader = ""
 		t.leaderV.Store("")
 	}
-	for k := range t.lagging {
-		if set.byKey[k] == nil {
-			delete(t.lagging, k)
-		}
-	}
 	for k := range t.ids {
 		if set.byKey[k] == nil {
 			delete(t.ids, k)
 		}
 	}
-	t.applyTagsLocked(set)
+	t.tagLeaderLocked(set)
 	return nil
 }
 
-// applyTagsLocked writes every endpoint's tags: identity, leader, lagging.
-func (t *Transport) applyTagsLocked(set *endpointSet) {
-	now := t.now()
+// tagLeaderLocked puts tagLeader on the leader and on no other member.
+func (t *Transport) tagLeaderLocked(set *endpointSet) {
 	for _, e := range set.list {
-		tags := e.id
+		set, clear := picker.Tags(0), tagLeader
 		if e.key == t.leader {
-			tags |= tagLeader
-		}
-		if until, ok := t.lagging[e.key]; ok && now < until {
-			tags |= tagLagging
-		}
-		if now < atomic.LoadInt64(&e.downUntil) {
-			tags |= tagDown
+			set, clear = tagLeader, 0
 		}
 		// The set may have been replaced since it was loaded; an unknown
 		// endpoint is then simply not tagged.
-		_ = t.p.SetTags(e.key, tags)
+		_ = t.p.UpdateTags(e.key, set, clear)
 	}
 }
 
@@ -307,9 +292,6 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return t.inner.RoundTrip(req)
 	}
 	atomic.AddUint64(&t.st.requests, 1)
-	if e := atomic.LoadInt64(&t.tagExpiry); e != 0 && t.now() >= e {
-		t.expireTags()
-	}
 	cl := classify(req)
 	c := &call{t: t, orig: req, class: cl, cost: costClass(req, cl)}
 	t.callsMu.Lock()
@@ -411,13 +393,12 @@ func (c *call) cancelErr() error {
 func (t *Transport) do(c *call) (*http.Response, error) {
 	guard := t.opts.monotonic && c.class == classRead && bodyless(c.orig)
 	var (
-		tried     picker.Tags
-		triedKeys []string
-		reissues  int
-		fallback  bool
+		tried    []string // members that answered this read stale
+		reissues int
+		fallback bool
 	)
 	for {
-		if len(triedKeys) > 0 || fallback {
+		if len(tried) > 0 || fallback {
 			if c.gaveUp() {
 				return nil, c.cancelErr()
 			}
@@ -426,16 +407,11 @@ func (t *Transport) do(c *call) (*http.Response, error) {
 		if fallback {
 			cl = classLeaderRead
 		}
-		exclude := tried
-		if guard && !fallback {
-			// A member known to be behind would only cost a re-issue.
-			exclude |= tagLagging
-		}
-		ep, tk, err := t.pick(cl, c.cost, exclude, triedKeys)
-		if err == picker.ErrNoEligible && !fallback && len(triedKeys) > 0 {
+		ep, tk, err := t.pick(cl, c.cost, tried)
+		if err == picker.ErrNoEligible && !fallback && len(tried) > 0 {
 			// Every member has answered stale: go to the fallback.
 			fallback = true
-			tried, triedKeys = 0, nil
+			tried = nil
 			continue
 		}
 		if err != nil {
@@ -444,7 +420,7 @@ func (t *Transport) do(c *call) (*http.Response, error) {
 		switch {
 		case fallback:
 			atomic.AddUint64(&t.st.fallbacks, 1)
-		case len(triedKeys) > 0:
+		case len(tried) > 0:
 			atomic.AddUint64(&t.st.reissued, 1)
 		}
 		before := atomic.LoadUint64(&t.highest)
@@ -491,63 +467,34 @@ func (t *Transport) do(c *call) (*http.Response, error) {
 		atomic.AddUint64(&t.st.stale, 1)
 		t.noteStale(ep)
 		discard(resp.Body)
-		tried |= ep.id
-		triedKeys = append(triedKeys, ep.key)
+		tried = append(tried, ep.key)
 		if reissues < t.opts.monotonicRetries {
 			reissues++
 		} else {
 			fallback = true
-			tried, triedKeys = 0, nil
+			tried = nil
 		}
 	}
 }
 
 // pick chooses a member for one attempt of class cl, judged by the cost
-// class cost, never one in exclude or triedKeys.
-func (t *Transport) pick(cl class, cost picker.Class, exclude picker.Tags, triedKeys []string) (*endpoint, picker.Ticket, error) {
+// class cost, never one of skip (endpoint keys).
+func (t *Transport) pick(cl class, cost picker.Class, skip []string) (*endpoint, picker.Ticket, error) {
 	r := requestFor(cl)
 	r.Class = cost
-	r.Exclude = exclude
+	r.Skip = skip
 	for i := 0; i < 3; i++ {
 		tk, err := t.p.Pick(r)
-		if err == picker.ErrNoEligible && r.Exclude&tagLagging != 0 {
-			// Everything left is lagging: better a lagging member than none.
-			r.Exclude &^= tagLagging
-			tk, err = t.p.Pick(r)
-		}
 		if err != nil {
 			return nil, tk, err
 		}
-		set := t.set()
-		e := set.byKey[tk.Addr()]
-		if e != nil && !containsKey(triedKeys, e.key) {
+		if e := t.set().byKey[tk.Addr()]; e != nil {
 			return e, tk, nil
 		}
+		// The set changed under the pick: pick again.
 		t.p.Done(tk, picker.Outcome{Result: picker.Canceled})
-		if e == nil {
-			continue // the set changed under the pick: pick again
-		}
-		// A member tried already that has no identity bit (beyond the
-		// first maxIDBits): name an untried one.
-		for _, o := range set.list {
-			if o.id&exclude == 0 && !containsKey(triedKeys, o.key) {
-				if tk, err := t.p.PickAddr(o.key, r.Kind); err == nil {
-					return o, tk, nil
-				}
-			}
-		}
-		return nil, picker.Ticket{}, picker.ErrNoEligible
 	}
 	return nil, picker.Ticket{}, errors.New("v2compat: endpoint set kept changing during a pick")
-}
-
-func containsKey(keys []string, k string) bool {
-	for _, x := range keys {
-		if x == k {
-			return true
-		}
-	}
-	return false
 }
 
 // send makes one attempt on ep: a shallow copy of the caller's request,
@@ -755,99 +702,37 @@ func (t *Transport) raise(idx uint64) {
 	}
 }
 
-// noteStale counts a stale answer from ep and marks it lagging after
-// LaggingAfter in a row.
+// noteStale counts a stale answer from ep and marks it stale after
+// staleAfter in a row.
 func (t *Transport) noteStale(ep *endpoint) {
-	if atomic.AddInt32(&ep.staleStreak, 1) < LaggingAfter {
-		return
+	if atomic.AddInt32(&ep.staleStreak, 1) >= staleAfter {
+		_ = t.p.Mark(ep.key, tagStale, staleHold)
 	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	until := t.now() + int64(LaggingHold)
-	t.lagging[ep.key] = until
-	t.expiresLocked(until)
-	t.applyTagsLocked(t.set())
 }
 
-// expiresLocked notes that a mark ends at until.
-func (t *Transport) expiresLocked(until int64) {
-	if e := atomic.LoadInt64(&t.tagExpiry); e == 0 || until < e {
-		atomic.StoreInt64(&t.tagExpiry, until)
+// fresh records an up-to-date answer from ep, ending a stale mark.
+func (t *Transport) fresh(ep *endpoint) {
+	if atomic.LoadInt32(&ep.staleStreak) != 0 {
+		atomic.StoreInt32(&ep.staleStreak, 0)
+		_ = t.p.Mark(ep.key, tagStale, 0)
 	}
 }
 
 // judge updates the "just failed" mark of ep after an answer or a failure
-// with result r.
+// with result r. ep.failed spares the answers of a healthy member the
+// call into the picker; an answer racing with a failure may leave the
+// mark on until it is due. A member the picker no longer has needs none.
 func (t *Transport) judge(ep *endpoint, r picker.Result) {
 	switch r {
 	case picker.OK:
-		if atomic.LoadInt64(&ep.downUntil) == 0 {
-			return
+		if atomic.LoadInt32(&ep.failed) != 0 {
+			atomic.StoreInt32(&ep.failed, 0)
+			_ = t.p.Mark(ep.key, tagFailed, 0)
 		}
-		t.mu.Lock()
-		atomic.StoreInt64(&ep.downUntil, 0)
-		t.applyTagsLocked(t.set())
-		t.mu.Unlock()
 	case picker.Failed, picker.DeadlineExceeded:
-		now := t.now()
-		until := now + int64(DownHold)
-		// A mark set in the last half hold is fresh enough: skip the lock
-		// when a dead member fails many requests at once.
-		if atomic.LoadInt64(&ep.downUntil) > now+int64(DownHold)/2 {
-			return
-		}
-		t.mu.Lock()
-		atomic.StoreInt64(&ep.downUntil, until)
-		t.expiresLocked(until)
-		t.applyTagsLocked(t.set())
-		t.mu.Unlock()
+		atomic.StoreInt32(&ep.failed, 1)
+		_ = t.p.Mark(ep.key, tagFailed, failedHold)
 	}
-}
-
-// fresh records an up-to-date answer from ep, ending a lagging mark.
-func (t *Transport) fresh(ep *endpoint) {
-	if atomic.LoadInt32(&ep.staleStreak) == 0 {
-		return
-	}
-	ep.resetStreak()
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if _, ok := t.lagging[ep.key]; ok {
-		delete(t.lagging, ep.key)
-		t.applyTagsLocked(t.set())
-	}
-}
-
-// expireTags ends the lagging and down marks whose hold is over.
-func (t *Transport) expireTags() {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	now := t.now()
-	var next int64
-	later := func(until int64) {
-		if next == 0 || until < next {
-			next = until
-		}
-	}
-	for k, until := range t.lagging {
-		if now >= until {
-			delete(t.lagging, k)
-		} else {
-			later(until)
-		}
-	}
-	set := t.set()
-	for _, e := range set.list {
-		if until := atomic.LoadInt64(&e.downUntil); until != 0 {
-			if now >= until {
-				atomic.StoreInt64(&e.downUntil, 0)
-			} else {
-				later(until)
-			}
-		}
-	}
-	atomic.StoreInt64(&t.tagExpiry, next)
-	t.applyTagsLocked(set)
 }
 
 func bodyless(r *http.Request) bool {

@@ -730,12 +730,12 @@ func TestMonotonicGuard(t *testing.T) {
 		if s.StaleAnswers == 0 || s.Reissued != s.StaleAnswers || s.Regressions != 0 || s.QuorumFallbacks != 0 {
 			t.Fatalf("stats %+v", s)
 		}
-		// After LaggingAfter stale answers in a row the member is avoided:
+		// After staleAfter stale answers in a row the member is avoided:
 		// round robin would have sent it a third of the 60 reads.
 		if s.StaleAnswers > 10 {
 			t.Fatalf("%d stale answers: the lagging member was not avoided", s.StaleAnswers)
 		}
-		if tags := stats(tr, strings.ToLower(c.members[2].srv.URL)).Tags; tags&tagLagging == 0 {
+		if tags := stats(tr, strings.ToLower(c.members[2].srv.URL)).Tags; tags&tagStale == 0 {
 			t.Fatalf("stale member not tagged lagging: %b", tags)
 		}
 	})
@@ -830,7 +830,7 @@ func TestCloseIsIdempotent(t *testing.T) {
 	get(t, tr, c.members[0].srv.URL+"/v2/keys/a")
 }
 
-// A member that has just failed is avoided for DownHold, by watches too.
+// A member that has just failed is avoided for failedHold, by watches too.
 // The engine spreads watches by their count alone, and a member that has
 // died has none left, so it looks like the best place for the next watch:
 // without the mark, the v2 client's retry of a watch cut by a crash (sent
@@ -869,13 +869,13 @@ func TestRecentlyFailedAvoided(t *testing.T) {
 		if failures != 1 {
 			t.Fatalf("%d of 20 watches went to the dead member, want only the first", failures)
 		}
-		if s := stats(tr, deadKey); s.Tags&tagDown == 0 {
+		if s := stats(tr, deadKey); s.Tags&tagFailed == 0 {
 			t.Fatalf("dead member not marked: %+v", s)
 		}
 	})
 
 	// A long poll cut in the middle of its answer (the member crashed
-	// while the watch waited) marks the member; after DownHold it gets
+	// while the watch waited) marks the member; after failedHold it gets
 	// watches again.
 	t.Run("watch cut, then expiry", func(t *testing.T) {
 		c := newFakeCluster(t, 2)
@@ -904,13 +904,13 @@ func TestRecentlyFailedAvoided(t *testing.T) {
 		if hits := atomic.LoadInt64(&bad.hits); cut != 1 || hits != 1 {
 			t.Fatalf("%d watches cut, %d sent to the bad member; want 1 and 1", cut, hits)
 		}
-		if s := stats(tr, badKey); s.Tags&tagDown == 0 || s.Failures != 1 {
+		if s := stats(tr, badKey); s.Tags&tagFailed == 0 || s.Failures != 1 {
 			t.Fatalf("a cut watch did not mark its member: %+v", s)
 		}
 		// The member recovers; once the hold is over it shares watches
 		// again.
 		bad.handler.Store(http.HandlerFunc(nil))
-		time.Sleep(DownHold + 50*time.Millisecond)
+		time.Sleep(failedHold + 50*time.Millisecond)
 		for i := 0; i < 40; i++ {
 			if err := watch(); err != nil {
 				t.Fatal(err)
@@ -919,7 +919,7 @@ func TestRecentlyFailedAvoided(t *testing.T) {
 		if hits := atomic.LoadInt64(&bad.hits); hits < 2 {
 			t.Fatalf("after the hold the recovered member got %d of 40 watches", hits-1)
 		}
-		if s := stats(tr, badKey); s.Tags&tagDown != 0 {
+		if s := stats(tr, badKey); s.Tags&tagFailed != 0 {
 			t.Fatalf("mark still set after the hold: %+v", s)
 		}
 	})
@@ -941,7 +941,7 @@ func TestDownMark(t *testing.T) {
 	tr, _ := newTestTransport(t, c, LeaderPollInterval(-1))
 	m := c.members[0]
 	base := m.srv.URL
-	down := func() bool { return stats(tr, strings.ToLower(base)).Tags&tagDown != 0 }
+	down := func() bool { return stats(tr, strings.ToLower(base)).Tags&tagFailed != 0 }
 
 	// A 5xx answer marks; a good answer ends the mark at once. (With one
 	// member, avoiding it is moot: it still gets every request.)

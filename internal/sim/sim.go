@@ -53,7 +53,8 @@ type LeaderRule int
 const (
 	// Reserve holds the leader in reserve (picker.Request.Reserve).
 	Reserve LeaderRule = iota
-	// Avoid avoids it by cost (picker.Request.Avoid, Config.AvoidFactor).
+	// Avoid gives it reads only when no follower is eligible
+	// (picker.Request.Avoid).
 	Avoid
 	// Ordinary treats it like any member.
 	Ordinary

@@ -80,7 +80,7 @@ func TestKilledMember(t *testing.T) {
 // Watches (long polls) deliver every index, in order, while the member
 // serving some of them is killed and restarted. The v2 client retries each
 // cut watch at once through the transport; this relies on the transport's
-// "just failed" mark (v2compat.DownHold): without it the retries went back
+// "just failed" mark (the v2compat transport): without it the retries went back
 // to the dead member and a watcher failed, in 3 runs of 3.
 func TestWatchAcrossRestart(t *testing.T) {
 	cl := v2cluster.StartTB(t, v2cluster.Config{Size: 3})
