@@ -167,7 +167,7 @@ var configFields = []configField{
 				return fmt.Errorf("want a policy name string, got %s", v)
 			}
 			if _, err := picker.ParsePolicy(s); err != nil {
-				return fmt.Errorf("unknown policy %q (want one of %v)", s, picker.Policies)
+				return fmt.Errorf("unknown policy %q (want one of %v)", s, picker.Policies())
 			}
 			c.Policy = picker.Policy(s) // "" stays the default
 			return nil
@@ -378,7 +378,7 @@ func WithReshuffle(interval time.Duration, jitter float64) Option {
 // WithReserveRatio sets how much slower every eligible follower must be
 // than the leader, by the engine's latency estimate for the call's class,
 // before reads go to the leader as to any member (picker.Config.ReserveRatio;
-// default picker.DefaultReserveRatio, 1.5; must be ≥ 1). Until then the
+// default 1.5; must be ≥ 1). Until then the
 // leader, which carries every write and all replication, serves only a
 // probe now and then, to keep its estimate fresh. It matters only while
 // follower reads are on (WithFollowerReads) and a leader is known

@@ -21,7 +21,7 @@ func benchPicker(b *testing.B, pol Policy, n int) *Picker {
 
 // BenchmarkPick measures one pick plus its completion, on one goroutine.
 func BenchmarkPick(b *testing.B) {
-	for _, pol := range Policies {
+	for _, pol := range Policies() {
 		for _, n := range []int{3, 5, 7} {
 			b.Run(fmt.Sprintf("policy=%s/endpoints=%d", pol, n), func(b *testing.B) {
 				p := benchPicker(b, pol, n)
@@ -65,7 +65,7 @@ func BenchmarkPickSkipAvoid(b *testing.B) {
 
 // BenchmarkPickParallel is BenchmarkPick from GOMAXPROCS goroutines.
 func BenchmarkPickParallel(b *testing.B) {
-	for _, pol := range Policies {
+	for _, pol := range Policies() {
 		for _, n := range []int{3, 5, 7} {
 			b.Run(fmt.Sprintf("policy=%s/endpoints=%d", pol, n), func(b *testing.B) {
 				p := benchPicker(b, pol, n)

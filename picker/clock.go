@@ -10,12 +10,10 @@ type Clock interface {
 	Now() time.Time
 }
 
+// systemClock is the wall clock, the default Clock.
 type systemClock struct{}
 
 func (systemClock) Now() time.Time { return time.Now() }
-
-// SystemClock is the wall clock.
-var SystemClock Clock = systemClock{}
 
 // Source supplies uniformly distributed random 64-bit values. It must be
 // safe for concurrent use; the pick path calls it without a lock.

@@ -68,7 +68,7 @@ func TestEjectionBoundedUnderSteps(t *testing.T) {
 			tk, err := p.Pick(Request{})
 			require.NoError(t, err)
 			assert.Equal(t, "a", tk.Addr())
-			assert.True(t, tk.Probe(), "the probe did not go after a step of %v", step)
+			assert.True(t, tk.probe, "the probe did not go after a step of %v", step)
 			p.Done(tk, Outcome{})
 			assert.False(t, statsOf(t, p, "a").Ejected)
 		})

@@ -139,10 +139,6 @@ func (t Ticket) Addr() string {
 // Kind is the request kind the ticket was issued for.
 func (t Ticket) Kind() Kind { return t.kind }
 
-// Probe reports whether this request is the single probe sent to an
-// endpoint whose ejection has ended.
-func (t Ticket) Probe() bool { return t.probe }
-
 // Errors returned by Pick.
 var (
 	ErrNoEndpoints = errors.New("picker: no endpoints")
@@ -197,7 +193,7 @@ func New(cfg Config) (*Picker, error) {
 	}
 	p := &Picker{s: s, clock: cfg.Clock, rand: cfg.Rand}
 	if p.clock == nil {
-		p.clock = SystemClock
+		p.clock = systemClock{}
 	}
 	p.epoch = p.clock.Now()
 	p.last, p.off = 1, 1
@@ -211,9 +207,6 @@ func New(cfg Config) (*Picker, error) {
 	}
 	return p, nil
 }
-
-// Policy returns the policy in force.
-func (p *Picker) Policy() Policy { return Policies[p.s.policy] }
 
 // Now is the engine's time, in nanoseconds since an arbitrary origin:
 // always positive and never decreasing, however the Clock steps (see
@@ -318,16 +311,6 @@ func (p *Picker) Endpoints() []string {
 		out[i] = e.addr
 	}
 	return out
-}
-
-// SetTags replaces the tags of one endpoint.
-func (p *Picker) SetTags(addr string, t Tags) error {
-	e := p.find(p.load(), addr)
-	if e == nil {
-		return unknownEndpoint(addr)
-	}
-	atomic.StoreUint32(&e.tags, uint32(t))
-	return nil
 }
 
 // UpdateTags sets and clears tag bits of one endpoint atomically, leaving
@@ -451,19 +434,6 @@ func (p *Picker) maybeReshuffle(now int64) {
 	copy(eps, old.eps)
 	p.shuffle(eps)
 	atomic.CompareAndSwapPointer(&p.st, unsafe.Pointer(old), unsafe.Pointer(&state{eps: eps}))
-}
-
-// Reshuffle reshuffles the order now (the periodic reshuffle does the same).
-func (p *Picker) Reshuffle() {
-	for {
-		old := p.load()
-		eps := make([]*endpoint, len(old.eps))
-		copy(eps, old.eps)
-		p.shuffle(eps)
-		if atomic.CompareAndSwapPointer(&p.st, unsafe.Pointer(old), unsafe.Pointer(&state{eps: eps})) {
-			return
-		}
-	}
 }
 
 // Pick chooses an endpoint for r. The ticket must be handed back to Done.
@@ -653,7 +623,7 @@ func (p *Picker) observe(e *endpoint, c Class, v, now int64, full, raw bool) {
 	e.sample(&p.s, c, float64(v), now, med, full, raw)
 	if first {
 		// The median moves when an endpoint is first measured; without a
-		// refresh, unmeasured endpoints would keep costing DefaultRTT for up
+		// refresh, unmeasured endpoints would keep costing defaultRTT for up
 		// to medianRefresh and the first measured one would take everything.
 		atomic.StoreInt64(&p.medAt, 0)
 	}
@@ -718,7 +688,7 @@ func (p *Picker) eject(e *endpoint, now int64) {
 }
 
 // median is the lower median of class c's measured estimates, refreshed at
-// most every medianRefresh; DefaultRTT while nothing is measured.
+// most every medianRefresh; defaultRTT while nothing is measured.
 func (p *Picker) median(c Class, now int64) float64 {
 	at := atomic.LoadInt64(&p.medAt)
 	if at == 0 || now-at >= medianRefresh {

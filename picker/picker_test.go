@@ -40,14 +40,14 @@ func TestPickEmptyAndBadInput(t *testing.T) {
 	if _, err := p.PickAddr("zz", Unary); err == nil || !strings.Contains(err.Error(), `"zz"`) {
 		t.Errorf("PickAddr(unknown) = %v", err)
 	}
-	if err := p.SetTags("zz", 1); err == nil {
+	if err := p.UpdateTags("zz", 1, 0); err == nil {
 		t.Error("SetTags(unknown) succeeded")
 	}
 	if _, err := p.Pick(Request{Exclude: 1}); err != nil {
 		t.Errorf("untagged endpoints must stay eligible: %v", err)
 	}
-	p.SetTags("a", 1)
-	p.SetTags("b", 1)
+	p.UpdateTags("a", 1, 0)
+	p.UpdateTags("b", 1, 0)
 	if _, err := p.Pick(Request{Exclude: 1}); err != ErrNoEligible {
 		t.Errorf("all excluded: %v, want ErrNoEligible", err)
 	}
@@ -170,7 +170,7 @@ func TestIdleDecayTowardMedian(t *testing.T) {
 	if e := statsOf(t, p, "c").Estimate; e < 109*ms {
 		t.Fatalf("within the grace the estimate holds: %v", e)
 	}
-	clk.Advance(DefaultIdleGrace + DefaultIdleDecay)
+	clk.Advance(defaultIdleGrace + defaultIdleDecay)
 	measure(p, clk, map[string]time.Duration{"a": 10 * ms, "b": 10 * ms}) // keep the median fresh
 	got := float64(statsOf(t, p, "c").Estimate) / float64(ms)
 	// ≈ 10 + 100/e after one idle time constant (a little more has passed).
@@ -228,13 +228,13 @@ func TestFailureCharges(t *testing.T) {
 	clk.Advance(ms)
 	p.Done(tk, Outcome{Result: Failed})
 	s := statsOf(t, p, "a")
-	if s.Estimate != DefaultFailurePenalty || s.Failures != 1 || s.ConsecutiveFailures != 1 {
+	if s.Estimate != defaultFailurePenalty || s.Failures != 1 || s.ConsecutiveFailures != 1 {
 		t.Fatalf("a fast failure must not look fast: %+v", s)
 	}
 	tk, _ = p.PickAddr("a", Unary)
 	clk.Advance(ms)
 	p.Done(tk, Outcome{Result: Canceled})
-	if s := statsOf(t, p, "a"); s.Failures != 1 || s.Estimate != DefaultFailurePenalty {
+	if s := statsOf(t, p, "a"); s.Failures != 1 || s.Estimate != defaultFailurePenalty {
 		t.Fatalf("cancel is neither a sample nor a failure: %+v", s)
 	}
 	tk, _ = p.PickAddr("a", Unary)
@@ -251,7 +251,7 @@ func TestEjectionProbeAndBackoff(t *testing.T) {
 		tk, _ := p.PickAddr("a", Unary)
 		p.Done(tk, Outcome{Result: Failed})
 	}
-	for i := 0; i < DefaultEjectAfter-1; i++ {
+	for i := 0; i < defaultEjectAfter-1; i++ {
 		failA()
 	}
 	if statsOf(t, p, "a").Ejected {
@@ -259,8 +259,8 @@ func TestEjectionProbeAndBackoff(t *testing.T) {
 	}
 	failA()
 	s := statsOf(t, p, "a")
-	if !s.Ejected || s.EjectedUntil.Sub(clk.Now()) != DefaultEjectBase {
-		t.Fatalf("after %d failures: %+v", DefaultEjectAfter, s)
+	if !s.Ejected || s.EjectedUntil.Sub(clk.Now()) != defaultEjectBase {
+		t.Fatalf("after %d failures: %+v", defaultEjectAfter, s)
 	}
 	pickN := func(n int) map[string]int {
 		got := map[string]int{}
@@ -271,13 +271,13 @@ func TestEjectionProbeAndBackoff(t *testing.T) {
 				t.Fatal(err)
 			}
 			got[tk.Addr()]++
-			if tk.Probe() {
+			if tk.probe {
 				got["probe"]++
 			}
 			tks = append(tks, tk)
 		}
 		for _, tk := range tks {
-			if !tk.Probe() {
+			if !tk.probe {
 				p.Done(tk, Outcome{})
 			}
 		}
@@ -286,23 +286,23 @@ func TestEjectionProbeAndBackoff(t *testing.T) {
 	if got := pickN(300); got["a"] != 0 {
 		t.Fatalf("ejected endpoint picked: %v", got)
 	}
-	clk.Advance(DefaultEjectBase)
+	clk.Advance(defaultEjectBase)
 	// Exactly one probe goes out; while it is out, nothing else goes there.
 	probe, err := p.Pick(Request{})
-	if err != nil || probe.Addr() != "a" || !probe.Probe() {
-		t.Fatalf("first pick after the ejection ends = %q probe=%v, %v", probe.Addr(), probe.Probe(), err)
+	if err != nil || probe.Addr() != "a" || !probe.probe {
+		t.Fatalf("first pick after the ejection ends = %q probe=%v, %v", probe.Addr(), probe.probe, err)
 	}
 	if got := pickN(300); got["a"] != 0 || got["probe"] != 0 {
 		t.Fatalf("second probe or traffic while probing: %v", got)
 	}
 	p.Done(probe, Outcome{Result: Failed})
 	s = statsOf(t, p, "a")
-	if !s.Ejected || s.EjectedUntil.Sub(clk.Now()) != 2*DefaultEjectBase {
+	if !s.Ejected || s.EjectedUntil.Sub(clk.Now()) != 2*defaultEjectBase {
 		t.Fatalf("failed probe must double the ejection: %+v", s)
 	}
-	clk.Advance(2 * DefaultEjectBase)
+	clk.Advance(2 * defaultEjectBase)
 	probe, _ = p.Pick(Request{})
-	if !probe.Probe() {
+	if !probe.probe {
 		t.Fatal("no probe after the second ejection")
 	}
 	p.Done(probe, Outcome{})
@@ -327,7 +327,7 @@ func TestEjectionProbeAndBackoff(t *testing.T) {
 }
 
 func TestNeverEjectsEveryEndpoint(t *testing.T) {
-	for _, pol := range Policies {
+	for _, pol := range Policies() {
 		clk := newFakeClock()
 		p := mustNew(t, Config{Policy: pol, Clock: clk, Rand: NewSource(8)}, "a", "b")
 		for i := 0; i < 50; i++ {
@@ -373,7 +373,7 @@ func TestReshuffle(t *testing.T) {
 			}
 		}
 		seen[first] = true
-		clk.Advance(DefaultReshuffleInterval * 13 / 10) // past the interval plus jitter
+		clk.Advance(defaultReshuffleInterval * 13 / 10) // past the interval plus jitter
 	}
 	if len(seen) != len(five) {
 		t.Fatalf("50 reshuffles pinned only %v", seen)
@@ -479,8 +479,8 @@ func TestTags(t *testing.T) {
 	const leader, learner Tags = 1, 2
 	clk := newFakeClock()
 	p := mustNew(t, Config{Clock: clk, Rand: NewSource(15)}, "a", "b", "c", "d")
-	p.SetTags("a", leader)
-	p.SetTags("d", learner)
+	p.UpdateTags("a", leader, ^leader)
+	p.UpdateTags("d", learner, ^learner)
 	count := func(r Request) map[string]int {
 		got := map[string]int{}
 		for i := 0; i < 400; i++ {
@@ -575,7 +575,7 @@ func TestConcurrentSetUpdates(t *testing.T) {
 		}
 		if i%7 == 0 {
 			p.Snapshot()
-			p.SetTags("a", Tags(i))
+			p.UpdateTags("a", Tags(i), ^Tags(i))
 		}
 	}
 	close(stop)
@@ -672,7 +672,7 @@ func TestStreamsAvoidAMemberThatJustFailed(t *testing.T) {
 		t.Fatal("b just failed")
 	}
 	held = append(held, tk)
-	clk.Advance(DefaultEjectBase)
+	clk.Advance(defaultEjectBase)
 	for i := 0; i < 30; i++ {
 		tk, _ = p.Pick(Request{Kind: Stream})
 		held = append(held, tk)
@@ -725,7 +725,7 @@ func TestAvoidUnlessNothingElse(t *testing.T) {
 // ErrNoEligible; unknown addresses are ignored.
 func TestSkip(t *testing.T) {
 	clk := newFakeClock()
-	for _, pol := range Policies {
+	for _, pol := range Policies() {
 		p := mustNew(t, Config{Policy: pol, Clock: clk, Rand: NewSource(32)}, five...)
 		for i := 0; i < 200; i++ {
 			tk, err := p.Pick(Request{Skip: []string{"a", "c", "zz"}})

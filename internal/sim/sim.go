@@ -276,7 +276,7 @@ func Run(opt Options) (Result, error) {
 			return Result{}, err
 		}
 		if sc.Mix != nil {
-			if err := eng.SetTags(addrs[sc.Mix.Leader], leaderTag); err != nil {
+			if err := eng.UpdateTags(addrs[sc.Mix.Leader], leaderTag, 0); err != nil {
 				return Result{}, err
 			}
 		}

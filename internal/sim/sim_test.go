@@ -251,7 +251,7 @@ func TestIncident(t *testing.T) {
 func TestNoLostTickets(t *testing.T) {
 	t.Parallel()
 	for _, sc := range Scenarios() {
-		for _, p := range picker.Policies {
+		for _, p := range picker.Policies() {
 			t.Run(sc.Name+"/"+string(p), func(t *testing.T) {
 				t.Parallel()
 				result(t, runKey{scenario: sc.Name, policy: p, seed: 1})

@@ -47,9 +47,6 @@ func TestReadsSpread(t *testing.T) {
 					opts = append(opts, v2compat.PickerConfig(picker.Config{Policy: pol}))
 				}
 				kapi, c := balanced(t, cl, client.Config{}, opts...)
-				if got := c.Transport().Picker().Policy(); pol == "" && got != picker.P2CEWMA {
-					t.Fatalf("default policy %s", got)
-				}
 				n := 1000 * size
 				resetProxies(cl)
 				res := run(n, 16, func(i int) error {

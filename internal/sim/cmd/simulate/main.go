@@ -51,7 +51,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	ejectAfter := fs.Int("eject-after", 0, "engine EjectAfter for every policy: 0 gives p2c-ewma and least-outstanding the engine default and runs the stock-client baselines (round-robin, shuffled-pin, pinned) without ejection; -1 disables ejection everywhere")
 	estimates := fs.String("estimates", "per-class", "how request classes reach the engine: per-class (Request.Class), shared (one estimate) or normalized (one estimate, range samples divided by their size)")
 	leader := fs.String("leader", "reserve", "how reads treat the leader: reserve (Request.Reserve), avoid (Request.Avoid) or ordinary")
-	reserveRatio := fs.Float64("reserve-ratio", 0, fmt.Sprintf("engine ReserveRatio, for -leader reserve (0: the engine default, %g)", picker.DefaultReserveRatio))
+	reserveRatio := fs.Float64("reserve-ratio", 0, "engine ReserveRatio, for -leader reserve (0: the engine default)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -72,13 +72,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return fail("unknown scenario %q (want one of: %s)", *scenario, strings.Join(sim.ScenarioNames(), ", "))
 	}
-	pols := picker.Policies
+	pols := picker.Policies()
 	if *policies != "" {
 		pols = nil
 		for _, name := range strings.Split(*policies, ",") {
 			p, err := picker.ParsePolicy(strings.TrimSpace(name))
 			if err != nil || name == "" {
-				return fail("unknown policy %q in -policy (want one of: %v)", name, picker.Policies)
+				return fail("unknown policy %q in -policy (want one of: %v)", name, picker.Policies())
 			}
 			pols = append(pols, p)
 		}
