@@ -55,7 +55,7 @@ func (t *Transport) pollLoop() {
 		}
 		last = t.p.Now()
 		t.pollOnce()
-		tm := time.NewTimer(picker.Jitter(t.opts.pollInterval, LeaderPollJitter, t.rnd))
+		tm := time.NewTimer(picker.Jitter(t.opts.pollInterval, leaderPollJitter, t.rnd))
 		select {
 		case <-t.ctx.Done():
 			tm.Stop()
@@ -147,7 +147,7 @@ func (t *Transport) keyForID(set *endpointSet, id string) string {
 }
 
 // probeIDs asks every endpoint for its member ID, all at once, and waits
-// for every answer or LeaderPollTimeout.
+// for every answer or leaderPollTimeout.
 func (t *Transport) probeIDs(set *endpointSet) {
 	var wg sync.WaitGroup
 	for _, e := range set.list {
@@ -194,7 +194,7 @@ func (t *Transport) setLeader(key string) {
 // the outcome and decodes a 200 answer into v. It returns the status code
 // of any answer.
 func (t *Transport) getJSON(ep *endpoint, tk picker.Ticket, path string, v interface{}) (int, error) {
-	ctx, cancel := context.WithTimeout(t.ctx, LeaderPollTimeout)
+	ctx, cancel := context.WithTimeout(t.ctx, leaderPollTimeout)
 	defer cancel()
 	u := ep.scheme + "://" + ep.host + path
 	req, err := http.NewRequest("GET", u, nil)
@@ -240,7 +240,7 @@ func (t *Transport) pollOutcome(ctx context.Context) picker.Outcome {
 	case t.ctx.Err() != nil:
 		return picker.Outcome{Result: picker.Canceled}
 	case ctx.Err() != nil:
-		return picker.Outcome{Result: picker.DeadlineExceeded, Timeout: LeaderPollTimeout}
+		return picker.Outcome{Result: picker.DeadlineExceeded, Timeout: leaderPollTimeout}
 	}
 	return picker.Outcome{Result: picker.Failed}
 }

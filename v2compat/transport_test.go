@@ -42,11 +42,11 @@ func TestNewRejectsBadInput(t *testing.T) {
 		{"user info", inner, []string{"http://u:p@a:1"}, nil, "user info"},
 		{"path", inner, []string{"http://a:1/v2"}, nil, `"http://a:1/v2" must be scheme://host[:port] only`},
 		{"parse", inner, []string{"http://a b"}, nil, `"http://a b"`},
-		{"poll interval", inner, ok, []Option{LeaderPollInterval(time.Millisecond)}, "LeaderPollInterval 1ms"},
-		{"header timeout", inner, ok, []Option{HeaderTimeout(-time.Second)}, "HeaderTimeout -1s"},
-		{"retries low", inner, ok, []Option{MonotonicRetries(-1)}, "MonotonicRetries -1"},
-		{"retries high", inner, ok, []Option{MonotonicRetries(17)}, "MonotonicRetries 17"},
-		{"picker", inner, ok, []Option{PickerConfig(picker.Config{Policy: "fastest"})}, `"fastest"`},
+		{"poll interval", inner, ok, []Option{WithLeaderPollInterval(time.Millisecond)}, "leader poll interval 1ms"},
+		{"header timeout", inner, ok, []Option{WithHeaderTimeout(-time.Second)}, "header timeout -1s"},
+		{"retries low", inner, ok, []Option{WithMonotonicRetries(-1)}, "monotonic retries -1"},
+		{"retries high", inner, ok, []Option{WithMonotonicRetries(17)}, "monotonic retries 17"},
+		{"picker", inner, ok, []Option{WithPickerConfig(picker.Config{Policy: "fastest"})}, `"fastest"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tr, err := New(tc.in, tc.eps, tc.opts...)
@@ -62,7 +62,7 @@ func TestNewRejectsBadInput(t *testing.T) {
 }
 
 func TestSetEndpoints(t *testing.T) {
-	tr, err := New(&http.Transport{}, []string{"http://a:1", "http://B:2", "http://b:2", "https://c:443/"}, LeaderPollInterval(-1))
+	tr, err := New(&http.Transport{}, []string{"http://a:1", "http://B:2", "http://b:2", "https://c:443/"}, WithLeaderPollInterval(-1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +85,7 @@ func TestSetEndpoints(t *testing.T) {
 	if got := strings.Join(tr.Endpoints(), " "); got != "http://a:1 http://e:5" {
 		t.Fatalf("Endpoints() = %q", got)
 	}
-	if n := len(tr.Picker().Endpoints()); n != 2 {
+	if n := len(tr.Stats().Members); n != 2 {
 		t.Fatalf("picker has %d endpoints, want 2", n)
 	}
 }
@@ -126,7 +126,7 @@ func TestRewriteKeepsRequest(t *testing.T) {
 	inner := &recordingTransport{answer: func(r *http.Request) (*http.Response, error) {
 		return &http.Response{StatusCode: 200, Header: http.Header{"X-Etcd-Index": {"5"}}, Body: http.NoBody, Request: r}, nil
 	}}
-	tr, err := New(inner, []string{"http://a:1", "https://b:2"}, LeaderPollInterval(-1), PickerConfig(picker.Config{Policy: picker.RoundRobin}))
+	tr, err := New(inner, []string{"http://a:1", "https://b:2"}, WithLeaderPollInterval(-1), WithPickerConfig(picker.Config{Policy: picker.RoundRobin}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,7 +192,7 @@ func TestPassThrough(t *testing.T) {
 	inner := &recordingTransport{answer: func(r *http.Request) (*http.Response, error) {
 		return &http.Response{StatusCode: 200, Header: http.Header{}, Body: http.NoBody}, nil
 	}}
-	tr, err := New(inner, []string{"http://a:1"}, LeaderPollInterval(-1))
+	tr, err := New(inner, []string{"http://a:1"}, WithLeaderPollInterval(-1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,7 +224,7 @@ func TestCancelRequestMapsToRewritten(t *testing.T) {
 		<-r.Context().Done()
 		return nil, r.Context().Err()
 	}}
-	tr, err := New(inner, []string{"http://a:1"}, LeaderPollInterval(-1))
+	tr, err := New(inner, []string{"http://a:1"}, WithLeaderPollInterval(-1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -270,7 +270,7 @@ func TestCancelWithHTTPTransport(t *testing.T) {
 	defer close(release)
 	inner := &http.Transport{}
 	defer inner.CloseIdleConnections()
-	tr, err := New(inner, []string{srv.URL}, LeaderPollInterval(-1))
+	tr, err := New(inner, []string{srv.URL}, WithLeaderPollInterval(-1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -323,7 +323,7 @@ func TestHeaderTimeout(t *testing.T) {
 	inner := &http.Transport{}
 	defer inner.CloseIdleConnections()
 	const d = 150 * time.Millisecond
-	tr, err := New(inner, []string{srv.URL}, LeaderPollInterval(-1), HeaderTimeout(d))
+	tr, err := New(inner, []string{srv.URL}, WithLeaderPollInterval(-1), WithHeaderTimeout(d))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -398,7 +398,7 @@ func TestFailureClassification(t *testing.T) {
 	inner := &http.Transport{}
 	defer inner.CloseIdleConnections()
 	// Ejection off, so that every request reaches the one member.
-	tr, err := New(inner, []string{srv.URL}, LeaderPollInterval(-1), PickerConfig(picker.Config{EjectAfter: -1}))
+	tr, err := New(inner, []string{srv.URL}, WithLeaderPollInterval(-1), WithPickerConfig(picker.Config{EjectAfter: -1}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -447,7 +447,7 @@ func TestFailureClassification(t *testing.T) {
 	dead := httptest.NewServer(http.NotFoundHandler())
 	deadURL := dead.URL
 	dead.Close()
-	tr2, err := New(inner, []string{deadURL}, LeaderPollInterval(-1))
+	tr2, err := New(inner, []string{deadURL}, WithLeaderPollInterval(-1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -478,7 +478,7 @@ func TestInFlightUntilBodyDone(t *testing.T) {
 	defer srv.Close()
 	inner := &http.Transport{}
 	defer inner.CloseIdleConnections()
-	tr, err := New(inner, []string{srv.URL}, LeaderPollInterval(-1))
+	tr, err := New(inner, []string{srv.URL}, WithLeaderPollInterval(-1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -550,7 +550,7 @@ func TestCloseDuringReadNotBlamed(t *testing.T) {
 	inner := &recordingTransport{answer: func(r *http.Request) (*http.Response, error) {
 		return &http.Response{StatusCode: 200, Header: http.Header{"X-Etcd-Index": {"1"}}, Body: newClosingBody(), Request: r}, nil
 	}}
-	tr, err := New(inner, []string{"http://a:1"}, LeaderPollInterval(-1))
+	tr, err := New(inner, []string{"http://a:1"}, WithLeaderPollInterval(-1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -606,7 +606,7 @@ func (b *closingBody) Close() error {
 func TestWritesGoToLeader(t *testing.T) {
 	c := newFakeCluster(t, 3)
 	c.setLeader(2)
-	tr, _ := newTestTransport(t, c, LeaderPollInterval(20*time.Millisecond))
+	tr, _ := newTestTransport(t, c, WithLeaderPollInterval(20*time.Millisecond))
 	waitFor(t, "leader m2", func() bool { return tr.Leader() == c.members[2].srv.URL })
 	base := c.members[0].srv.URL
 	for i := 0; i < 30; i++ {
@@ -657,7 +657,7 @@ func TestLeaderByMemberID(t *testing.T) {
 	c := newFakeCluster(t, 3)
 	c.advertise = func(i int) string { return "http://member-" + string(rune('a'+i)) + ".invalid:2379" }
 	c.setLeader(1)
-	tr, _ := newTestTransport(t, c, LeaderPollInterval(20*time.Millisecond))
+	tr, _ := newTestTransport(t, c, WithLeaderPollInterval(20*time.Millisecond))
 	waitFor(t, "leader m1", func() bool { return tr.Leader() == c.members[1].srv.URL })
 	c.setLeader(2)
 	waitFor(t, "leader m2", func() bool { return tr.Leader() == c.members[2].srv.URL })
@@ -684,7 +684,7 @@ func TestNoRetries(t *testing.T) {
 	defer srv2.Close()
 	inner := &http.Transport{}
 	defer inner.CloseIdleConnections()
-	tr, err := New(inner, []string{srv.URL, srv2.URL}, LeaderPollInterval(-1))
+	tr, err := New(inner, []string{srv.URL, srv2.URL}, WithLeaderPollInterval(-1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -714,7 +714,7 @@ func TestNoRetries(t *testing.T) {
 func TestMonotonicGuard(t *testing.T) {
 	t.Run("reissue", func(t *testing.T) {
 		c := newFakeCluster(t, 3)
-		tr, _ := newTestTransport(t, c, LeaderPollInterval(-1), PickerConfig(picker.Config{Policy: picker.RoundRobin}))
+		tr, _ := newTestTransport(t, c, WithLeaderPollInterval(-1), WithPickerConfig(picker.Config{Policy: picker.RoundRobin}))
 		base := c.members[0].srv.URL
 		c.members[2].freeze() // answers reads at 10 from now on
 		if _, idx := get(t, tr, base+"/v2/keys/a"); idx != 10 {
@@ -741,7 +741,7 @@ func TestMonotonicGuard(t *testing.T) {
 	})
 	t.Run("404 too", func(t *testing.T) {
 		c := newFakeCluster(t, 2)
-		tr, _ := newTestTransport(t, c, LeaderPollInterval(-1), PickerConfig(picker.Config{Policy: picker.RoundRobin}))
+		tr, _ := newTestTransport(t, c, WithLeaderPollInterval(-1), WithPickerConfig(picker.Config{Policy: picker.RoundRobin}))
 		c.members[1].freeze()
 		do(t, tr, "PUT", c.members[0].srv.URL+"/v2/keys/a")
 		for i := 0; i < 4; i++ {
@@ -753,7 +753,7 @@ func TestMonotonicGuard(t *testing.T) {
 	t.Run("quorum fallback", func(t *testing.T) {
 		c := newFakeCluster(t, 3)
 		c.setLeader(1)
-		tr, _ := newTestTransport(t, c, LeaderPollInterval(20*time.Millisecond))
+		tr, _ := newTestTransport(t, c, WithLeaderPollInterval(20*time.Millisecond))
 		waitFor(t, "leader", func() bool { return tr.Leader() != "" })
 		base := c.members[0].srv.URL
 		for _, m := range c.members {
@@ -773,7 +773,7 @@ func TestMonotonicGuard(t *testing.T) {
 	})
 	t.Run("no retries option", func(t *testing.T) {
 		c := newFakeCluster(t, 3)
-		tr, _ := newTestTransport(t, c, LeaderPollInterval(-1), MonotonicRetries(0))
+		tr, _ := newTestTransport(t, c, WithLeaderPollInterval(-1), WithMonotonicRetries(0))
 		c.members[0].freeze()
 		c.members[1].freeze()
 		c.members[2].freeze()
@@ -787,7 +787,7 @@ func TestMonotonicGuard(t *testing.T) {
 	})
 	t.Run("off", func(t *testing.T) {
 		c := newFakeCluster(t, 3)
-		tr, _ := newTestTransport(t, c, LeaderPollInterval(-1), MonotonicReads(false), PickerConfig(picker.Config{Policy: picker.RoundRobin}))
+		tr, _ := newTestTransport(t, c, WithLeaderPollInterval(-1), WithMonotonicReads(false), WithPickerConfig(picker.Config{Policy: picker.RoundRobin}))
 		c.members[2].freeze()
 		do(t, tr, "PUT", c.members[0].srv.URL+"/v2/keys/a")
 		regressions := 0
@@ -804,7 +804,7 @@ func TestMonotonicGuard(t *testing.T) {
 		// An index from elsewhere (a cluster restored from a backup)
 		// must not make every later read pay for the guard.
 		c := newFakeCluster(t, 2)
-		tr, _ := newTestTransport(t, c, LeaderPollInterval(-1))
+		tr, _ := newTestTransport(t, c, WithLeaderPollInterval(-1))
 		tr.raise(1000)
 		if _, idx := get(t, tr, c.members[0].srv.URL+"/v2/keys/a"); idx != 10 {
 			t.Fatalf("index %d", idx)
@@ -822,7 +822,7 @@ func TestMonotonicGuard(t *testing.T) {
 
 func TestCloseIsIdempotent(t *testing.T) {
 	c := newFakeCluster(t, 1)
-	tr, _ := newTestTransport(t, c, LeaderPollInterval(10*time.Millisecond))
+	tr, _ := newTestTransport(t, c, WithLeaderPollInterval(10*time.Millisecond))
 	waitFor(t, "a poll", func() bool { return tr.Stats().LeaderPolls > 0 })
 	tr.Close()
 	tr.Close()
@@ -850,7 +850,7 @@ func TestRecentlyFailedAvoided(t *testing.T) {
 		dead.Close()
 		inner := &http.Transport{}
 		defer inner.CloseIdleConnections()
-		tr, err := New(inner, []string{deadURL, live.URL}, LeaderPollInterval(-1))
+		tr, err := New(inner, []string{deadURL, live.URL}, WithLeaderPollInterval(-1))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -879,7 +879,7 @@ func TestRecentlyFailedAvoided(t *testing.T) {
 	// watches again.
 	t.Run("watch cut, then expiry", func(t *testing.T) {
 		c := newFakeCluster(t, 2)
-		tr, _ := newTestTransport(t, c, LeaderPollInterval(-1))
+		tr, _ := newTestTransport(t, c, WithLeaderPollInterval(-1))
 		bad := c.members[0]
 		bad.handler.Store(http.HandlerFunc(cutAnswer))
 		badKey := strings.ToLower(bad.srv.URL)
@@ -938,7 +938,7 @@ func cutAnswer(w http.ResponseWriter, r *http.Request) {
 // What sets the "just failed" mark and what ends it early.
 func TestDownMark(t *testing.T) {
 	c := newFakeCluster(t, 1)
-	tr, _ := newTestTransport(t, c, LeaderPollInterval(-1))
+	tr, _ := newTestTransport(t, c, WithLeaderPollInterval(-1))
 	m := c.members[0]
 	base := m.srv.URL
 	down := func() bool { return stats(tr, strings.ToLower(base)).Tags&tagFailed != 0 }

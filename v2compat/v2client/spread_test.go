@@ -44,7 +44,7 @@ func TestReadsSpread(t *testing.T) {
 				if pol == "" {
 					name = "default (" + string(picker.P2CEWMA) + ")"
 				} else {
-					opts = append(opts, v2compat.PickerConfig(picker.Config{Policy: pol}))
+					opts = append(opts, v2compat.WithPickerConfig(picker.Config{Policy: pol}))
 				}
 				kapi, c := balanced(t, cl, client.Config{}, opts...)
 				n := 1000 * size
@@ -62,7 +62,7 @@ func TestReadsSpread(t *testing.T) {
 				counts := proxyCounts(cl, int64(n))
 				s := c.Transport().Stats()
 				var picks int64
-				for _, e := range c.Transport().Picker().Snapshot() {
+				for _, e := range c.Transport().Stats().Members {
 					t.Logf("  %s: picks %d, estimate %v", e.Addr, e.Picks, e.Estimate)
 					picks += e.Picks
 				}
