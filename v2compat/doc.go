@@ -51,7 +51,7 @@
 // member, so the engine sees how much each member still has to deliver.
 // The latency sample is the time to the response headers
 // (picker.Outcome.Latency), not the time the caller took to read the body.
-// In the picker's Snapshot, Picks therefore counts one per attempt, plus
+// In Stats.Members, Picks therefore counts one per attempt, plus
 // the leader lookups.
 //
 // Dial errors, resets (also in the middle of a body), header timeouts (see

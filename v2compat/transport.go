@@ -203,8 +203,9 @@ func (t *Transport) SetEndpoints(endpoints []string) error {
 	return err
 }
 
-// Leader returns the endpoint the last leader lookup found, "" if none.
-func (t *Transport) Leader() string {
+// leaderEndpoint returns the endpoint the last leader lookup found, ""
+// if none.
+func (t *Transport) leaderEndpoint() string {
 	key := t.leaderV.Load().(string)
 	if e := t.set().byKey[key]; e != nil {
 		return e.scheme + "://" + e.host
@@ -223,7 +224,7 @@ func (t *Transport) Stats() Stats {
 		QuorumFallbacks:  atomic.LoadUint64(&t.st.fallbacks),
 		Regressions:      atomic.LoadUint64(&t.st.regressions),
 		HighestIndex:     atomic.LoadUint64(&t.highest),
-		Leader:           t.Leader(),
+		Leader:           t.leaderEndpoint(),
 		LeaderPolls:      atomic.LoadUint64(&t.st.polls),
 		LeaderPollErrors: atomic.LoadUint64(&t.st.pollErrors),
 		Members:          t.p.Snapshot(),

@@ -607,7 +607,7 @@ func TestWritesGoToLeader(t *testing.T) {
 	c := newFakeCluster(t, 3)
 	c.setLeader(2)
 	tr, _ := newTestTransport(t, c, WithLeaderPollInterval(20*time.Millisecond))
-	waitFor(t, "leader m2", func() bool { return tr.Leader() == c.members[2].srv.URL })
+	waitFor(t, "leader m2", func() bool { return tr.Stats().Leader == c.members[2].srv.URL })
 	base := c.members[0].srv.URL
 	for i := 0; i < 30; i++ {
 		do(t, tr, "PUT", base+"/v2/keys/w")
@@ -637,7 +637,7 @@ func TestWritesGoToLeader(t *testing.T) {
 	}
 	// A new leader is followed.
 	c.setLeader(0)
-	waitFor(t, "leader m0", func() bool { return tr.Leader() == c.members[0].srv.URL })
+	waitFor(t, "leader m0", func() bool { return tr.Stats().Leader == c.members[0].srv.URL })
 	before := atomic.LoadInt64(&c.members[0].writes)
 	for i := 0; i < 10; i++ {
 		do(t, tr, "PUT", base+"/v2/keys/w")
@@ -647,7 +647,7 @@ func TestWritesGoToLeader(t *testing.T) {
 	}
 	// No leader: forgotten, writes go anywhere.
 	c.setLeader(-1)
-	waitFor(t, "no leader", func() bool { return tr.Leader() == "" })
+	waitFor(t, "no leader", func() bool { return tr.Stats().Leader == "" })
 	do(t, tr, "PUT", base+"/v2/keys/w")
 }
 
@@ -658,9 +658,9 @@ func TestLeaderByMemberID(t *testing.T) {
 	c.advertise = func(i int) string { return "http://member-" + string(rune('a'+i)) + ".invalid:2379" }
 	c.setLeader(1)
 	tr, _ := newTestTransport(t, c, WithLeaderPollInterval(20*time.Millisecond))
-	waitFor(t, "leader m1", func() bool { return tr.Leader() == c.members[1].srv.URL })
+	waitFor(t, "leader m1", func() bool { return tr.Stats().Leader == c.members[1].srv.URL })
 	c.setLeader(2)
-	waitFor(t, "leader m2", func() bool { return tr.Leader() == c.members[2].srv.URL })
+	waitFor(t, "leader m2", func() bool { return tr.Stats().Leader == c.members[2].srv.URL })
 	if s := tr.Stats(); s.LeaderPolls == 0 {
 		t.Fatalf("stats %+v", s)
 	}
@@ -754,7 +754,7 @@ func TestMonotonicGuard(t *testing.T) {
 		c := newFakeCluster(t, 3)
 		c.setLeader(1)
 		tr, _ := newTestTransport(t, c, WithLeaderPollInterval(20*time.Millisecond))
-		waitFor(t, "leader", func() bool { return tr.Leader() != "" })
+		waitFor(t, "leader", func() bool { return tr.Stats().Leader != "" })
 		base := c.members[0].srv.URL
 		for _, m := range c.members {
 			m.freeze()
