@@ -73,7 +73,8 @@ type routing struct {
 	lagThreshold uint64
 	// leaderWrites: writes prefer the leader.
 	leaderWrites bool
-	// followerReads: reads avoid the leader (picker.Request.Avoid).
+	// followerReads: reads hold the leader in reserve
+	// (picker.Request.Reserve).
 	followerReads bool
 	// learnerReads: learners may serve serializable reads.
 	learnerReads bool
