@@ -446,7 +446,9 @@ func (p *Picker) Pick(r Request) (Ticket, error) {
 	if p.s.reshuffle > 0 && now >= atomic.LoadInt64(&p.nextReshuffle) {
 		p.maybeReshuffle(now)
 	}
-	p.expireMarks(now)
+	if due := atomic.LoadInt64(&p.markDue); due != 0 && now >= due {
+		p.expireMarks(now)
+	}
 	st := p.load()
 	n := len(st.eps)
 	if n == 0 {
