@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
 	"github.com/etcdbalance/etcdbalance-go/picker"
@@ -770,6 +772,34 @@ func TestMonotonicGuard(t *testing.T) {
 		if q := atomic.LoadInt64(&c.members[1].quorums); q != 1 {
 			t.Fatalf("the leader got %d quorum reads, want 1", q)
 		}
+	})
+	t.Run("many members", func(t *testing.T) {
+		// The re-issues of one read never go back to a member already
+		// tried, however many members there are (picker.Request.Skip).
+		const n, retries = 40, 16
+		c := newFakeCluster(t, n)
+		tr, _ := newTestTransport(t, c, WithLeaderPollInterval(-1), WithMonotonicRetries(retries))
+		for _, m := range c.members {
+			m.freeze()
+		}
+		do(t, tr, "PUT", c.members[0].srv.URL+"/v2/keys/a") // 11; every member still reads 10
+		before := make([]int64, n)
+		for i, m := range c.members {
+			before[i] = atomic.LoadInt64(&m.hits) - atomic.LoadInt64(&m.quorums)
+		}
+		_, idx := get(t, tr, c.members[0].srv.URL+"/v2/keys/a")
+		require.EqualValues(t, 11, idx, "the quorum fallback answers at the latest index")
+		tried := 0
+		for i, m := range c.members {
+			d := atomic.LoadInt64(&m.hits) - atomic.LoadInt64(&m.quorums) - before[i]
+			require.LessOrEqual(t, d, int64(1), "member %d was asked the same read %d times", i, d)
+			tried += int(d)
+		}
+		s := tr.Stats()
+		assert.Equal(t, retries+1, tried)
+		assert.EqualValues(t, retries+1, s.StaleAnswers)
+		assert.EqualValues(t, retries, s.Reissued)
+		assert.EqualValues(t, 1, s.QuorumFallbacks)
 	})
 	t.Run("no retries option", func(t *testing.T) {
 		c := newFakeCluster(t, 3)
