@@ -177,9 +177,10 @@ type Config struct {
 	// and samples are clamped to a minute. A step back is taken as a jump
 	// forward of the engine's time by a minute, or by EjectMax, SlowStart
 	// or ReshuffleInterval if longer, because the real time that
-	// passed is unknown: every hold (an ejection, a slow start, an
-	// adapter's mark measured with Picker.Now) then ends early rather than
-	// late, and requests in flight across it give no latency sample.
+	// passed is unknown: every hold (an ejection, a slow start, a Mark no
+	// longer than the jump, an adapter's hold measured with Picker.Now)
+	// then ends early rather than late, and requests in flight across it
+	// give no latency sample.
 	Clock Clock
 
 	// Rand supplies randomness. Default a Source seeded from the clock.
