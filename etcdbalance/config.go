@@ -40,7 +40,6 @@ import (
 //	ejectMax           duration longest ejection (30s)
 //	reshuffleInterval  duration reshuffle period (30s), or "off"
 //	reshuffleJitter    number   ± fraction of that period (0.2)
-//	avoidFactor        number   how much cheaper an avoided member must be (2)
 //	reserveRatio       number   how much slower every other member must be
 //	                            before a reserve (the leader, for reads)
 //	                            serves like any (1.5)
@@ -168,7 +167,7 @@ var configFields = []configField{
 				return fmt.Errorf("want a policy name string, got %s", v)
 			}
 			if _, err := picker.ParsePolicy(s); err != nil {
-				return fmt.Errorf("unknown policy %q (want one of %v)", s, picker.Policies)
+				return fmt.Errorf("unknown policy %q (want one of %v)", s, picker.Policies())
 			}
 			c.Policy = picker.Policy(s) // "" stays the default
 			return nil
@@ -221,7 +220,6 @@ var configFields = []configField{
 	durationField("ejectMax", false, func(c *picker.Config) *time.Duration { return &c.EjectMax }),
 	durationField("reshuffleInterval", true, func(c *picker.Config) *time.Duration { return &c.ReshuffleInterval }),
 	floatField("reshuffleJitter", func(c *picker.Config) *float64 { return &c.ReshuffleJitter }),
-	floatField("avoidFactor", func(c *picker.Config) *float64 { return &c.AvoidFactor }),
 	floatField("reserveRatio", func(c *picker.Config) *float64 { return &c.ReserveRatio }),
 }
 
@@ -380,7 +378,7 @@ func WithReshuffle(interval time.Duration, jitter float64) Option {
 // WithReserveRatio sets how much slower every eligible follower must be
 // than the leader, by the engine's latency estimate for the call's class,
 // before reads go to the leader as to any member (picker.Config.ReserveRatio;
-// default picker.DefaultReserveRatio, 1.5; must be ≥ 1). Until then the
+// default 1.5; must be ≥ 1). Until then the
 // leader, which carries every write and all replication, serves only a
 // probe now and then, to keep its estimate fresh. It matters only while
 // follower reads are on (WithFollowerReads) and a leader is known

@@ -127,7 +127,6 @@ func (h *handle) unaryInterceptor(ctx context.Context, method string, req, reply
 	// that overlap are not ordered with each other.
 	g := &e.guard
 	floor := g.maxRev.Load()
-	rt.expireBehind()
 	err := invoker(ctx, method, req, reply, cc, opts...)
 	resp, ok := reply.(*pb.RangeResponse)
 	if err != nil || !ok {
@@ -389,7 +388,6 @@ func (h *handle) streamInterceptor(ctx context.Context, desc *grpc.StreamDesc, c
 		ctx: ctx, rt: e.rt, g: &e.guard, mark: &readMark{}, floor: e.guard.maxRev.Load(), pinned: pinned,
 		desc: desc, cc: cc, method: method, streamer: streamer, opts: opts,
 	}
-	e.rt.expireBehind()
 	cs, err := streamer(context.WithValue(ctx, readKey{}, s.mark), desc, cc, method, opts...)
 	if err != nil {
 		return nil, err

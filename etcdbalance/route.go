@@ -23,8 +23,8 @@ const (
 	TagLagging
 	// TagBehind marks a member that answered a serializable read with a
 	// revision below one the client had already seen (monotonic guard):
-	// for 100ms, doubling while it keeps doing so up to the probe
-	// interval, or until a probe shows that it has caught up.
+	// a picker.Mark for 100ms, doubling while it keeps doing so up to the
+	// probe interval, or until a probe shows that it has caught up.
 	TagBehind
 	// TagUnverified marks a member that has not yet answered a probe, so
 	// its role (learner or voter) is not known. It is set only while the
@@ -73,7 +73,8 @@ type routing struct {
 	lagThreshold uint64
 	// leaderWrites: writes prefer the leader.
 	leaderWrites bool
-	// followerReads: reads avoid the leader (picker.Request.Avoid).
+	// followerReads: reads hold the leader in reserve
+	// (picker.Request.Reserve).
 	followerReads bool
 	// learnerReads: learners may serve serializable reads.
 	learnerReads bool
@@ -111,35 +112,6 @@ type router struct {
 	// bal is the balancer attached to the engine, to republish its picker
 	// when calls are waiting for the view; nil while none is.
 	bal atomic.Pointer[etcdBalancer]
-
-	// behindExpiry is the earliest end of a TagBehind hold, in Unix
-	// nanoseconds; 0 when no member is held.
-	behindExpiry atomic.Int64
-}
-
-// expiryAt lowers behindExpiry to t.
-func (rt *router) expiryAt(t time.Time) {
-	n := t.UnixNano()
-	for {
-		cur := rt.behindExpiry.Load()
-		if (cur != 0 && cur <= n) || rt.behindExpiry.CompareAndSwap(cur, n) {
-			return
-		}
-	}
-}
-
-// expireBehind ends the TagBehind holds that are due. It costs one atomic
-// load while none is.
-func (rt *router) expireBehind() {
-	exp := rt.behindExpiry.Load()
-	if exp == 0 {
-		return
-	}
-	if now := time.Now(); now.UnixNano() >= exp {
-		if v := rt.view.Load(); v != nil {
-			v.expireBehind(now)
-		}
-	}
 }
 
 func newRouter(set routing, eng *picker.Picker) *router {
@@ -252,16 +224,17 @@ const (
 // view has not yet told which members are voters, or the only members that
 // may serve the call are not connected.
 //
-// The exclusion steps, strictest first, relax only what is safe to relax:
+// Lagging and behind members are avoided by serializable reads
+// (picker.Request.Avoid): they serve only when no other member may, since
+// a stale answer beats none (the guard re-checks it). The exclusion steps,
+// strictest first, relax only what is safe to relax:
 //
-//  1. connected members, not lagging or behind (serializable reads), and
-//     for calls a learner refuses only members known to be voters;
-//  2. the same, lagging and behind ones allowed: a stale answer beats none
-//     (the guard re-checks it);
-//  3. calls a learner refuses, once the first probe round is over: members
+//  1. connected members, and for calls a learner refuses only members
+//     known to be voters;
+//  2. calls a learner refuses, once the first probe round is over: members
 //     whose role is still unknown (their probes failed, so they are most
 //     likely voters that are busy or that the client reaches badly);
-//  4. calls a learner refuses, when no member of the set can be anything
+//  3. calls a learner refuses, when no member of the set can be anything
 //     but a learner: a learner, which refuses the call at once with etcd's
 //     own error, as the stock client does.
 //
@@ -288,20 +261,25 @@ func pickRouted(eng *picker.Picker, rt *router, class Class, kind picker.Kind, m
 	case mode == overrideAny:
 	case class == Write && set.leaderWrites:
 		req.Prefer = TagLeader
-	case class == Read && set.followerReads:
+	case class == Read && set.followerReads && req.Class != picker.ClassRange:
 		// The leader carries every write and all replication: it serves
-		// reads only while every follower is measurably slower
-		// (picker.Config.ReserveRatio), and a probe now and then.
+		// reads of single keys only while every follower is measurably
+		// slower (picker.Config.ReserveRatio), and a probe now and then.
+		// Lists are not held back: bound by the bandwidth of the link that
+		// carries their answer rather than by the member, they queue
+		// behind each other, and n links drain them faster than n-1. The
+		// cost (estimate × in flight) keeps the leader's share of them near
+		// 1/n, and lower while its writes make it slower.
 		req.Reserve = TagLeader
 	}
 
-	var fresh picker.Tags // what serializable reads, backups and chunked reads want fresh members for
+	// Serializable reads, backups and chunked reads want fresh members.
 	if mode != overrideAny && (serial || method == methodSnapshot || method == methodRangeStream) {
 		if set.lagThreshold > 0 {
-			fresh |= TagLagging
+			req.Avoid |= TagLagging
 		}
 		if set.monotonic || method == methodSnapshot {
-			fresh |= TagBehind
+			req.Avoid |= TagBehind
 		}
 	}
 	var role picker.Tags // members that could refuse the call for their role
@@ -315,26 +293,16 @@ func pickRouted(eng *picker.Picker, rt *router, class Class, kind picker.Kind, m
 		// does not answer.
 		return picker.Ticket{}, true, picker.ErrNoEligible
 	}
-	for _, ex := range [...]picker.Tags{tagDown | role | fresh, tagDown | role} {
-		req.Exclude = ex
-		if t, err = eng.Pick(req); err != picker.ErrNoEligible {
-			return t, false, err
-		}
-		if fresh == 0 {
-			break
-		}
-	}
-	if role == 0 {
+	req.Exclude = tagDown | role
+	if t, err = eng.Pick(req); err != picker.ErrNoEligible || role == 0 {
 		return t, false, err
 	}
 	if rt.viewOn.Load() && !rt.settled.Load() {
 		return picker.Ticket{}, true, picker.ErrNoEligible
 	}
-	for _, ex := range [...]picker.Tags{tagDown | TagLearner | fresh, tagDown | TagLearner} {
-		req.Exclude = ex
-		if t, err = eng.Pick(req); err != picker.ErrNoEligible {
-			return t, false, err
-		}
+	req.Exclude = tagDown | TagLearner
+	if t, err = eng.Pick(req); err != picker.ErrNoEligible {
+		return t, false, err
 	}
 	if eng.Eligible(TagLearner) {
 		// A member that may be a voter exists but is not connected: wait

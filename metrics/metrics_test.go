@@ -31,7 +31,7 @@ func fed(t *testing.T) (*metrics.Collector, *picker.Picker) {
 	eng, err := picker.New(picker.Config{Clock: clk, Rand: picker.NewSource(1), Events: col.Observe})
 	require.NoError(t, err)
 	require.NoError(t, eng.SetEndpoints([]string{"a", "b", "c"}))
-	for i := 0; i < picker.DefaultEjectAfter; i++ {
+	for i := 0; i < ejectAfter; i++ {
 		tk, err := eng.PickAddr("a", picker.Unary)
 		require.NoError(t, err)
 		eng.Done(tk, picker.Outcome{Result: picker.Failed})
@@ -144,3 +144,6 @@ func TestUnbound(t *testing.T) {
 	assert.Contains(t, out, "etcdbalance_view_probe_rounds_total 0")
 	assert.NotContains(t, out, "member=")
 }
+
+// ejectAfter is picker.Config.EjectAfter's default.
+const ejectAfter = 5

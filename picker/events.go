@@ -61,10 +61,10 @@ const (
 	// says where (ReissueElsewhere, ReissueLeader, ReissueLinearizable).
 	EventGuardReissue
 	// EventMarkedDown: a v2 member failed a request and is avoided for a
-	// while (v2compat.DownHold).
+	// while (see package v2compat); reported once until it answers well.
 	EventMarkedDown
 	// EventMarkedStale: a v2 member answered behind too often and gets no
-	// reads for a while (v2compat.LaggingHold).
+	// reads for a while; reported once until it answers a fresh read.
 	EventMarkedStale
 )
 

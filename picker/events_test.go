@@ -52,22 +52,22 @@ func TestEventsEjectProbeRestore(t *testing.T) {
 	p := mustNew(t, Config{Clock: clk, Rand: NewSource(1), Events: log.add}, "a", "b", "c")
 	require.Equal(t, []Event{{Kind: EventAdded, Addr: p.Endpoints()[0]}, {Kind: EventAdded, Addr: p.Endpoints()[1]}, {Kind: EventAdded, Addr: p.Endpoints()[2]}}, log.take())
 
-	failTimes(t, p, "a", DefaultEjectAfter-1)
+	failTimes(t, p, "a", defaultEjectAfter-1)
 	assert.Empty(t, log.take(), "no event before the ejection")
 	failTimes(t, p, "a", 1)
-	assert.Equal(t, []Event{{Kind: EventEjected, Addr: "a", Reason: ReasonFailures, Backoff: DefaultEjectBase}}, log.take())
+	assert.Equal(t, []Event{{Kind: EventEjected, Addr: "a", Reason: ReasonFailures, Backoff: defaultEjectBase}}, log.take())
 
 	// The probe goes when the backoff is over, and fails: a second,
 	// longer ejection.
-	clk.Advance(DefaultEjectBase)
+	clk.Advance(defaultEjectBase)
 	tk, err := p.Pick(Request{})
 	require.NoError(t, err)
 	require.Equal(t, "a", tk.Addr())
 	assert.Equal(t, []Event{{Kind: EventProbe, Addr: "a"}}, log.take())
 	p.Done(tk, Outcome{Result: Failed})
-	assert.Equal(t, []Event{{Kind: EventEjected, Addr: "a", Reason: ReasonProbeFailed, Backoff: 2 * DefaultEjectBase}}, log.take())
+	assert.Equal(t, []Event{{Kind: EventEjected, Addr: "a", Reason: ReasonProbeFailed, Backoff: 2 * defaultEjectBase}}, log.take())
 
-	clk.Advance(2 * DefaultEjectBase)
+	clk.Advance(2 * defaultEjectBase)
 	tk, err = p.Pick(Request{})
 	require.NoError(t, err)
 	require.Equal(t, "a", tk.Addr())
@@ -75,7 +75,7 @@ func TestEventsEjectProbeRestore(t *testing.T) {
 	assert.Equal(t, []Event{{Kind: EventProbe, Addr: "a"}, {Kind: EventRestored, Addr: "a"}}, log.take())
 
 	// Slow start ends with the first completion after its window.
-	clk.Advance(DefaultSlowStart - time.Millisecond)
+	clk.Advance(defaultSlowStart - time.Millisecond)
 	tk, _ = p.PickAddr("a", Unary)
 	p.Done(tk, Outcome{})
 	assert.Empty(t, log.take(), "slow start not over yet")
@@ -93,7 +93,7 @@ func TestEventsNoEjectionOfTheLast(t *testing.T) {
 	var log eventLog
 	p := mustNew(t, Config{Clock: newFakeClock(), Rand: NewSource(1), Events: log.add}, "a")
 	log.take()
-	failTimes(t, p, "a", 3*DefaultEjectAfter)
+	failTimes(t, p, "a", 3*defaultEjectAfter)
 	assert.Empty(t, log.take())
 }
 
@@ -111,7 +111,7 @@ func TestEventsEndpointSet(t *testing.T) {
 	p = mustNew(t, Config{Clock: clk, Rand: NewSource(1), Events: log.add}, "a")
 	require.NoError(t, p.SetEndpoints([]string{"a", "b"}))
 	log.take()
-	clk.Advance(DefaultSlowStart)
+	clk.Advance(defaultSlowStart)
 	tk, _ := p.PickAddr("b", Unary)
 	p.Done(tk, Outcome{})
 	assert.Equal(t, []Event{{Kind: EventSlowStartEnded, Addr: "b"}}, log.take())
@@ -145,7 +145,7 @@ func TestEventsNoAllocs(t *testing.T) {
 		clk := newFakeClock()
 		p := mustNew(t, Config{Clock: clk, Rand: NewSource(1), Events: cb, ReshuffleInterval: -1}, "a", "b", "c")
 		allocs := testing.AllocsPerRun(200, func() {
-			failTimes(t, p, "a", DefaultEjectAfter) // ejects a
+			failTimes(t, p, "a", defaultEjectAfter) // ejects a
 			clk.Advance(time.Minute)
 			tk, _ := p.Pick(Request{}) // a's probe
 			p.Done(tk, Outcome{})      // restores a

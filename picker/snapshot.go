@@ -42,6 +42,7 @@ type EndpointStats struct {
 // Snapshot returns the stats of every endpoint in the set's current order.
 func (p *Picker) Snapshot() []EndpointStats {
 	now := p.now()
+	p.expireMarks(now)
 	wall := p.clock.Now()
 	med := p.median(ClassPoint, now)
 	st := p.load()
@@ -50,7 +51,7 @@ func (p *Picker) Snapshot() []EndpointStats {
 		in := atomic.LoadInt64(&e.inflight)
 		s := EndpointStats{
 			Addr:                e.addr,
-			Tags:                Tags(atomic.LoadUint32(&e.tags)),
+			Tags:                e.tagsNow(),
 			Picks:               atomic.LoadInt64(&e.picks),
 			ClassPicks:          [3]int64{atomic.LoadInt64(&e.classPicks[0]), atomic.LoadInt64(&e.classPicks[1]), atomic.LoadInt64(&e.classPicks[2])},
 			InFlight:            in,

@@ -6,19 +6,18 @@ import (
 	"github.com/etcdbalance/etcdbalance-go/picker"
 )
 
-// Events: set picker.Config.Events (with the PickerConfig option) to hear
-// of the engine's events (ejections, probes...) and of the transport's:
-// EventLeaderChanged when the leader lookup finds a new leader,
-// EventMarkedDown when a member's request fails (it is avoided for
-// DownHold), EventMarkedStale when a member is left out of reads for
-// answering behind (LaggingHold). The callback runs on the goroutine of
-// the request or the leader poll that caused the event, after the
-// transport's lock is released, except for the engine's EventAdded and
-// EventRemoved, which SetEndpoints reports while it holds it. Wired to
-// glog, for a Kubernetes 1.7 tree:
+// Events: set picker.Config.Events (with the WithPickerConfig option) to
+// hear of the engine's events (ejections, probes...) and of the
+// transport's: EventLeaderChanged when the leader lookup finds a new
+// leader, EventMarkedDown when a member's request fails (it is avoided
+// for a while), EventMarkedStale when a member is left out of reads for
+// answering behind; each once until the member answers well again. The
+// callback runs on the goroutine of the request, the leader poll or the
+// SetEndpoints that caused the event, never while the transport holds
+// its lock. Wired to glog, for a Kubernetes 1.7 tree:
 //
 //	cfg := picker.Config{Events: func(ev picker.Event) { glog.Infof("etcd v2 balancer: %v", ev) }}
-//	tr, err := v2compat.New(inner, endpoints, v2compat.PickerConfig(cfg))
+//	tr, err := v2compat.New(inner, endpoints, v2compat.WithPickerConfig(cfg))
 
 // leaderEvent reports key as the new leader, unless it is none or the
 // last one reported: an election that leaves the leader unknown for a

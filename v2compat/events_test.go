@@ -39,15 +39,15 @@ func TestLeaderEvents(t *testing.T) {
 	c := newFakeCluster(t, 3)
 	c.setLeader(2)
 	var rec eventRecorder
-	tr, _ := newTestTransport(t, c, LeaderPollInterval(20*time.Millisecond), PickerConfig(picker.Config{Events: rec.add}))
+	tr, _ := newTestTransport(t, c, WithLeaderPollInterval(20*time.Millisecond), WithPickerConfig(picker.Config{Events: rec.add}))
 	key := func(i int) string { return strings.ToLower(c.members[i].srv.URL) }
-	waitFor(t, "leader m2", func() bool { return tr.Leader() == c.members[2].srv.URL })
+	waitFor(t, "leader m2", func() bool { return tr.Stats().Leader == c.members[2].srv.URL })
 	c.setLeader(-1)
-	waitFor(t, "no leader", func() bool { return tr.Leader() == "" })
+	waitFor(t, "no leader", func() bool { return tr.Stats().Leader == "" })
 	c.setLeader(2)
-	waitFor(t, "leader m2 again", func() bool { return tr.Leader() == c.members[2].srv.URL })
+	waitFor(t, "leader m2 again", func() bool { return tr.Stats().Leader == c.members[2].srv.URL })
 	c.setLeader(0)
-	waitFor(t, "leader m0", func() bool { return tr.Leader() == c.members[0].srv.URL })
+	waitFor(t, "leader m0", func() bool { return tr.Stats().Leader == c.members[0].srv.URL })
 	var leaders []string
 	for _, e := range rec.get() {
 		if strings.HasPrefix(e, "leader-changed") { // the leaderless polls' 503s mark members down too
@@ -58,11 +58,11 @@ func TestLeaderEvents(t *testing.T) {
 }
 
 // TestMarkEvents: a failed request marks its member down; answers behind
-// the highest index seen, LaggingAfter in a row, mark it stale once.
+// the highest index seen, several in a row, mark it stale once.
 func TestMarkEvents(t *testing.T) {
 	c := newFakeCluster(t, 1)
 	var rec eventRecorder
-	tr, _ := newTestTransport(t, c, LeaderPollInterval(-1), PickerConfig(picker.Config{Events: rec.add}))
+	tr, _ := newTestTransport(t, c, WithLeaderPollInterval(-1), WithPickerConfig(picker.Config{Events: rec.add}))
 	m := c.members[0]
 	base := m.srv.URL
 	key := strings.ToLower(base)
@@ -77,7 +77,7 @@ func TestMarkEvents(t *testing.T) {
 	// Stale: a member of three answers reads at a frozen index.
 	c3 := newFakeCluster(t, 3)
 	var rec3 eventRecorder
-	tr3, _ := newTestTransport(t, c3, LeaderPollInterval(-1), PickerConfig(picker.Config{Policy: picker.RoundRobin, Events: rec3.add}))
+	tr3, _ := newTestTransport(t, c3, WithLeaderPollInterval(-1), WithPickerConfig(picker.Config{Policy: picker.RoundRobin, Events: rec3.add}))
 	c3.members[2].freeze()
 	do(t, tr3, "PUT", c3.members[0].srv.URL+"/v2/keys/a") // the index moves past the frozen one
 	for i := 0; i < 60; i++ {
@@ -102,7 +102,7 @@ func TestEndpointEvents(t *testing.T) {
 		}
 		got = append(got, ev.Kind.String()+" "+ev.Addr)
 	}
-	tr, _ = newTestTransport(t, c, LeaderPollInterval(-1), PickerConfig(picker.Config{Events: cb}))
+	tr, _ = newTestTransport(t, c, WithLeaderPollInterval(-1), WithPickerConfig(picker.Config{Events: cb}))
 	require.Len(t, got, 3)
 	got = nil
 	key := func(i int) string { return strings.ToLower(c.members[i].srv.URL) }

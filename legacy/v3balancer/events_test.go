@@ -26,7 +26,7 @@ func TestEventsAndMetrics(t *testing.T) {
 	upAll(b)
 	unavailable := grpc.Errorf(codes.Unavailable, "member gone")
 	var victim string
-	for i := 0; i < 3*picker.DefaultEjectAfter && victim == ""; i++ {
+	for i := 0; i < 3*ejectAfter && victim == ""; i++ {
 		a := call(t, b, "/etcdserverpb.KV/Range", nil, unavailable)
 		for _, ev := range got {
 			if ev.Kind == picker.EventEjected {
@@ -77,3 +77,6 @@ func TestEventsAndMetrics(t *testing.T) {
 		t.Errorf("%d leader-changed events for one leader, want 1", leaders)
 	}
 }
+
+// ejectAfter is picker.Config.EjectAfter's default.
+const ejectAfter = 5
