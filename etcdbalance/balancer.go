@@ -37,7 +37,7 @@ type builder struct{}
 func (builder) Name() string { return Name }
 
 func (builder) ParseConfig(js json.RawMessage) (serviceconfig.LoadBalancingConfig, error) {
-	cfg, err := ParseConfig(js)
+	cfg, err := parseConfig(js)
 	if err != nil {
 		return nil, err
 	}
@@ -94,13 +94,13 @@ type etcdBalancer struct {
 }
 
 func (b *etcdBalancer) UpdateClientConnState(s balancer.ClientConnState) error {
-	cfg, ok := s.BalancerConfig.(*LBConfig)
+	cfg, ok := s.BalancerConfig.(*lbConfig)
 	if !ok {
 		if s.BalancerConfig != nil {
 			logger.Errorf("etcdbalance: config of unexpected type %T", s.BalancerConfig)
 			return balancer.ErrBadResolverState
 		}
-		cfg = &LBConfig{}
+		cfg = &lbConfig{}
 	}
 	addrs := endpointKeys(s.ResolverState.Endpoints)
 
@@ -110,7 +110,7 @@ func (b *etcdBalancer) UpdateClientConnState(s balancer.ClientConnState) error {
 		return nil
 	}
 	if b.engine == nil {
-		eng, e, err := reg.attach(cfg, b)
+		eng, e, err := reg.attach(cfg.Client, b)
 		if err != nil {
 			b.mu.Unlock()
 			logger.Errorf("%v", err)

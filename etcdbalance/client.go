@@ -27,15 +27,12 @@ import (
 // reads to the followers and keeps learners and lagging members safe (see
 // the package doc); ClusterView reads it. It stops when the client closes.
 func New(cfg clientv3.Config, opts ...Option) (*clientv3.Client, error) {
-	o, err := applyOptions(opts)
-	if err != nil {
-		return nil, err
-	}
+	o := applyOptions(opts)
 	e, err := reg.create(o.picker, o.routing)
 	if err != nil {
 		return nil, err
 	}
-	ours := dialOptions(e.id, o.picker, &handle{id: e.id, e: e})
+	ours := dialOptions(e.id, &handle{id: e.id, e: e})
 	cfg.DialOptions = append(slices.Clip(cfg.DialOptions), ours...)
 	// clientv3.New authenticates, and may check the cluster's version, on
 	// its connections before it returns: the view starts after it, so
@@ -95,15 +92,13 @@ func New(cfg clientv3.Config, opts ...Option) (*clientv3.Client, error) {
 // If an option is invalid, dialling fails with an error that names it
 // ("grpc: the provided default service config is invalid: etcdbalance: ...").
 func DialOptions(opts ...Option) []grpc.DialOption {
-	o, err := applyOptions(opts)
-	if err != nil {
-		// The config carries the bad value, so the dial fails with the
-		// parser's description of it.
-		return dialOptions("", o.picker, &handle{})
-	}
+	o := applyOptions(opts)
 	e, err := reg.create(o.picker, o.routing)
-	if err != nil { // validated above
-		return dialOptions("", o.picker, &handle{})
+	if err != nil {
+		// The key names the error, so that dialling fails with it.
+		h := &handle{id: reg.reject(err)}
+		runtime.AddCleanup(h, reg.forgetRejection, h.id)
+		return dialOptions(h.id, h)
 	}
 	h := &handle{id: e.id, e: e}
 	// e must not refer back to h (nor to any ClientConn, which refers to
@@ -111,13 +106,13 @@ func DialOptions(opts ...Option) []grpc.DialOption {
 	// balancer drops its registration in e when it closes, and the view
 	// keeps the connection on its goroutine's stack only.
 	runtime.AddCleanup(h, reg.release, e)
-	return dialOptions(e.id, o.picker, h)
+	return dialOptions(e.id, h)
 }
 
-func dialOptions(id string, pc picker.Config, h *handle) []grpc.DialOption {
+func dialOptions(id string, h *handle) []grpc.DialOption {
 	return []grpc.DialOption{
 		grpc.WithDisableServiceConfig(),
-		grpc.WithDefaultServiceConfig(serviceConfig(id, pc)),
+		grpc.WithDefaultServiceConfig(serviceConfig(id)),
 		// Chained: grpc.WithStreamInterceptor and grpc.WithUnaryInterceptor
 		// would replace etcd's (its retry interceptor among them).
 		grpc.WithChainStreamInterceptor(h.streamInterceptor),

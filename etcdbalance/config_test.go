@@ -3,145 +3,78 @@ package etcdbalance
 import (
 	"encoding/json"
 	"math"
-	"os"
-	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
 	"github.com/etcdbalance/etcdbalance-go/picker"
 )
 
-const testdata = "../testdata/etcdbalance"
-
-// TestParseConfigFiles walks testdata/etcdbalance: every good config
-// parses to its canonical encoding, every bad one fails with its expected
-// message.
-func TestParseConfigFiles(t *testing.T) {
-	good, err := filepath.Glob(filepath.Join(testdata, "good", "*.json"))
-	if err != nil || len(good) == 0 {
-		t.Fatalf("no good configs in %s: %v", testdata, err)
+// TestParseConfig: the balancer's JSON config carries the registry key and
+// nothing else; anything else is refused with the value in the message.
+func TestParseConfig(t *testing.T) {
+	good := map[string]string{
+		`null`:                               "",
+		`{}`:                                 "",
+		`{"client": "etcdbalance-client-7"}`: "etcdbalance-client-7",
+		`{"client": "hand-written"}`:         "hand-written",
 	}
-	for _, path := range good {
-		name := strings.TrimSuffix(filepath.Base(path), ".json")
-		t.Run("good/"+name, func(t *testing.T) {
-			js := readFile(t, path)
-			cfg, err := ParseConfig(json.RawMessage(js))
-			if err != nil {
-				t.Fatalf("ParseConfig(%s): %v", js, err)
-			}
-			got := encodeConfig(cfg.Client, cfg.Picker)
-			want := strings.TrimSpace(readFile(t, strings.TrimSuffix(path, ".json")+".want"))
-			if got != want {
-				t.Errorf("canonical encoding\n got %s\nwant %s", got, want)
-			}
-			again, err := ParseConfig(json.RawMessage(got))
-			if err != nil {
-				t.Fatalf("ParseConfig of the canonical encoding %s: %v", got, err)
-			}
-			if *again != *cfg {
-				t.Errorf("round trip changed the config:\n got %+v\nwant %+v", *again, *cfg)
-			}
-		})
+	for js, want := range good {
+		cfg, err := parseConfig(json.RawMessage(js))
+		require.NoError(t, err, js)
+		assert.Equal(t, want, cfg.Client, js)
 	}
-
-	bad, err := filepath.Glob(filepath.Join(testdata, "bad", "*.json"))
-	if err != nil || len(bad) == 0 {
-		t.Fatalf("no bad configs in %s: %v", testdata, err)
+	bad := map[string]string{
+		`[]`:                                  "cannot unmarshal array",
+		`{"client": 1}`:                       "cannot unmarshal number",
+		`{"decay": "10s"}`:                    `unknown field "decay"`,
+		`{"Client": "x", "policy": "pinned"}`: `unknown field "policy"`,
+		`{`:                                   "unexpected EOF",
 	}
-	for _, path := range bad {
-		name := strings.TrimSuffix(filepath.Base(path), ".json")
-		t.Run("bad/"+name, func(t *testing.T) {
-			js := readFile(t, path)
-			want := strings.TrimSpace(readFile(t, strings.TrimSuffix(path, ".json")+".err"))
-			cfg, err := ParseConfig(json.RawMessage(js))
-			if err == nil {
-				t.Fatalf("ParseConfig(%s) = %+v, want an error containing %q", js, cfg, want)
-			}
-			if !strings.Contains(err.Error(), want) {
-				t.Errorf("ParseConfig(%s) error\n %q\ndoes not contain\n %q", js, err, want)
-			}
-			if !strings.HasPrefix(err.Error(), "etcdbalance: ") {
-				t.Errorf("error %q does not say where it comes from", err)
-			}
-		})
+	for js, want := range bad {
+		_, err := parseConfig(json.RawMessage(js))
+		require.Error(t, err, js)
+		assert.Contains(t, err.Error(), want, js)
+		assert.Contains(t, err.Error(), "etcdbalance: config "+js, "the error quotes the config")
 	}
 }
 
-func readFile(t *testing.T, path string) string {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
-}
-
-// TestOptionsEncodeAndParse checks that what the options produce is what
-// grpc will hand the balancer back.
-func TestOptionsEncodeAndParse(t *testing.T) {
-	pc, err := applyOptions([]Option{
-		WithPolicy(picker.LeastOutstanding),
-		WithDecay(3 * time.Second),
-		WithSampleWeighting(0.2, -1),
-		WithIdleDecay(2*time.Second, -1),
-		WithDefaultRTT(5 * time.Millisecond),
-		WithSlowStart(-1, 0),
-		WithFailurePenalty(time.Second),
-		WithEjection(-1, 0, 0),
-		WithReshuffle(10*time.Second, 0.5),
-		WithReserveRatio(4),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sc := serviceConfig("id-1", pc.picker)
-	var top struct {
-		LoadBalancingConfig []map[string]json.RawMessage `json:"loadBalancingConfig"`
-	}
-	if err := json.Unmarshal([]byte(sc), &top); err != nil || len(top.LoadBalancingConfig) != 1 {
-		t.Fatalf("service config %s: %v", sc, err)
-	}
-	cfg, err := ParseConfig(top.LoadBalancingConfig[0][Name])
-	if err != nil {
-		t.Fatalf("ParseConfig(%s): %v", sc, err)
-	}
-	want := picker.Config{
-		Policy: picker.LeastOutstanding, Decay: 3 * time.Second,
-		MinSampleWeight: 0.2, PeakStep: -1,
-		IdleGrace: 2 * time.Second, IdleDecay: -1, DefaultRTT: 5 * time.Millisecond,
-		SlowStart: -1, FailurePenalty: time.Second, EjectAfter: -1,
-		ReshuffleInterval: 10 * time.Second, ReshuffleJitter: 0.5, ReserveRatio: 4,
-	}
-	if cfg.Client != "id-1" || cfg.Picker != want {
-		t.Errorf("parsed back %+v\nwant client id-1 and %+v", *cfg, want)
+// TestServiceConfig: what DialOptions hands grpc parses back to its key.
+func TestServiceConfig(t *testing.T) {
+	for _, id := range []string{"etcdbalance-client-1", `odd "key"\`} {
+		var top struct {
+			LoadBalancingConfig []map[string]json.RawMessage `json:"loadBalancingConfig"`
+		}
+		sc := serviceConfig(id)
+		require.NoError(t, json.Unmarshal([]byte(sc), &top), sc)
+		require.Len(t, top.LoadBalancingConfig, 1, sc)
+		cfg, err := parseConfig(top.LoadBalancingConfig[0][Name])
+		require.NoError(t, err, sc)
+		assert.Equal(t, id, cfg.Client)
 	}
 }
 
-// TestOptionValidation: New reports a bad option before dialling, and a
-// client built with DialOptions fails to dial with the same description.
+// TestOptionValidation: New reports a bad engine configuration before
+// dialling, and a client built with DialOptions fails to dial with the
+// same description; neither leaves anything registered.
 func TestOptionValidation(t *testing.T) {
 	cases := []struct {
 		name string
-		opt  Option
+		pc   picker.Config
 		want string
 	}{
-		{"policy", WithPolicy("random"), `unknown policy "random"`},
-		{"decay", WithDecay(-time.Second), "Decay -1s must be positive"},
-		{"idle grace", WithIdleDecay(-time.Second, 0), "IdleGrace -1s must be positive"},
-		{"default rtt", WithDefaultRTT(-time.Millisecond), "DefaultRTT -1ms must be positive"},
-		{"slow start penalty", WithSlowStart(0, 0.5), "SlowStartPenalty 0.5"},
-		{"failure penalty", WithFailurePenalty(-1), "FailurePenalty -1ns must be positive"},
-		{"eject max", WithEjection(3, 10*time.Second, time.Second), "EjectMax 1s is shorter than EjectBase 10s"},
-		{"jitter", WithReshuffle(time.Second, 1.5), "ReshuffleJitter 1.5"},
-		{"reserve NaN", WithReserveRatio(math.NaN()), "NaN"},
-		{"reserve small", WithReserveRatio(0.5), "ReserveRatio 0.5"},
-		{"peak step", WithSampleWeighting(0, 1), "PeakStep 1"},
-		{"sample weight", WithSampleWeighting(1, 0), "MinSampleWeight 1"},
-		{"picker config", WithPickerConfig(picker.Config{EjectBase: -time.Second}), "EjectBase -1s must be positive"},
+		{"policy", picker.Config{Policy: "random"}, `unknown policy "random"`},
+		{"decay", picker.Config{Decay: -time.Second}, "Decay -1s must be positive"},
+		{"default rtt", picker.Config{DefaultRTT: -time.Millisecond}, "DefaultRTT -1ms must be positive"},
+		{"slow start penalty", picker.Config{SlowStartPenalty: 0.5}, "SlowStartPenalty 0.5"},
+		{"eject max", picker.Config{EjectAfter: 3, EjectBase: 10 * time.Second, EjectMax: time.Second}, "EjectMax 1s is shorter than EjectBase 10s"},
+		{"reserve NaN", picker.Config{ReserveRatio: math.NaN()}, "NaN"},
+		{"reserve small", picker.Config{ReserveRatio: 0.5}, "ReserveRatio 0.5"},
+		{"eject base", picker.Config{EjectBase: -time.Second}, "EjectBase -1s must be positive"},
 	}
 	// Nothing listens here: a valid configuration would dial lazily and
 	// fail only on the first call; an invalid one must fail at once.
@@ -149,28 +82,41 @@ func TestOptionValidation(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			before := reg.size()
-			cli, err := New(cfg, c.opt)
+			cli, err := New(cfg, WithPickerConfig(c.pc))
 			if err == nil {
 				cli.Close()
-				t.Fatalf("New accepted the option; want an error containing %q", c.want)
+				t.Fatalf("New accepted %+v; want an error containing %q", c.pc, c.want)
 			}
-			if !strings.Contains(err.Error(), c.want) || !strings.HasPrefix(err.Error(), "etcdbalance: ") {
-				t.Errorf("New: %q, want an etcdbalance error containing %q", err, c.want)
-			}
+			assert.Contains(t, err.Error(), c.want)
+			assert.Contains(t, err.Error(), "etcdbalance: invalid configuration: ")
 
 			dcfg := cfg
-			dcfg.DialOptions = DialOptions(c.opt)
+			dcfg.DialOptions = DialOptions(WithPickerConfig(c.pc))
 			cli, err = clientv3.New(dcfg)
 			if err == nil {
 				cli.Close()
-				t.Fatalf("clientv3.New with DialOptions accepted the option; want an error containing %q", c.want)
+				t.Fatalf("clientv3.New with DialOptions accepted %+v; want an error containing %q", c.pc, c.want)
 			}
-			if !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "etcdbalance: ") {
-				t.Errorf("clientv3.New with DialOptions: %q, want an etcdbalance error containing %q", err, c.want)
-			}
-			if after := reg.size(); after > before {
-				t.Errorf("registry grew from %d to %d entries on a rejected option", before, after)
-			}
+			assert.Contains(t, err.Error(), c.want)
+			assert.Contains(t, err.Error(), "etcdbalance: invalid configuration: ")
+			assert.LessOrEqual(t, reg.size(), before, "registry grew on a rejected configuration")
 		})
 	}
+}
+
+// TestOptionsReachEngine: WithPickerConfig reaches the registered entry
+// whole, the last one given wins, and the routing options stay apart.
+func TestOptionsReachEngine(t *testing.T) {
+	o := applyOptions([]Option{
+		WithPickerConfig(picker.Config{Policy: picker.Pinned}),
+		WithPickerConfig(picker.Config{Policy: picker.LeastOutstanding, ReserveRatio: 4}),
+		WithLeaderWrites(false),
+	})
+	assert.Equal(t, picker.Config{Policy: picker.LeastOutstanding, ReserveRatio: 4}, o.picker)
+	assert.False(t, o.routing.leaderWrites)
+	assert.True(t, o.routing.followerReads, "routing defaults kept")
+	e, err := reg.create(o.picker, o.routing)
+	require.NoError(t, err)
+	defer reg.release(e)
+	assert.Equal(t, o.picker, e.cfg)
 }

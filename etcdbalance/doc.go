@@ -199,7 +199,7 @@
 //	cluster view (leader, learners, lag)     on, every 1s ± 20%         WithClusterView(-1) off
 //	writes to the leader                     on                         WithLeaderWrites(false)
 //	reads to the followers                   on, leader if followers    WithFollowerReads(false),
-//	                                         1.5× slower                WithReserveRatio(r)
+//	                                         1.5× slower                picker.Config.ReserveRatio
 //	serializable reads on learners           on, when caught up         WithLearnerReads(false)
 //	lagging members kept out of ser. reads   on, > 1000 entries         WithLagThreshold(-1) off
 //	monotonic reads                          on                         WithMonotonicReads(false)
@@ -269,7 +269,7 @@
 // grpc closes a channel's balancer when the channel goes idle and builds a
 // new one later. The engine, with its statistics and cluster view, lives
 // in a registry under a key that New or DialOptions puts into the
-// balancer's JSON config (LBConfig.Client), so a rebuilt balancer finds it
-// again. The entry is freed when the client is closed (New) or when the
+// balancer's JSON config ({"client": key}, all that config carries), so a
+// rebuilt balancer finds it again. The entry is freed when the client is closed (New) or when the
 // dial options become garbage (DialOptions).
 package etcdbalance

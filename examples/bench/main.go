@@ -99,8 +99,9 @@
 // response header), for v2 the HTTP transport under the client records the
 // host of every answered request.
 //
-// -reserve-ratio and -follower-reads=false pass WithReserveRatio and
-// WithFollowerReads(false) to the etcdbalance rows, for diagnosis.
+// -reserve-ratio and -follower-reads=false pass picker.Config.ReserveRatio
+// (WithPickerConfig) and WithFollowerReads(false) to the etcdbalance rows,
+// for diagnosis.
 //
 // -seed fixes the request mix and the keys; grpc's shuffle (v3-pinned),
 // the v2 client's shuffle and the balancers draw their own randomness, so
