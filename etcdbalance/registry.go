@@ -44,7 +44,7 @@ import (
 type registry struct {
 	mu       sync.Mutex // guards the maps and the entries' fields marked so
 	byID     map[string]*entry
-	rejected map[string]error // keys of DialOptions with invalid options
+	rejected map[string]error            // keys of DialOptions with invalid options
 	byClient map[*clientv3.Client]*entry // clients made by New
 	byTarget map[string]*entry           // owner channel's canonical target
 }
