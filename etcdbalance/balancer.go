@@ -21,8 +21,11 @@ import (
 	"github.com/etcdbalance/etcdbalance-go/picker"
 )
 
-// Name is the name the balancer is registered under with grpc, for use in
-// a service config's loadBalancingConfig.
+// Name is the name the balancer is registered under with grpc. New and
+// DialOptions write it into the service config they set; code that writes
+// its own service config names it in loadBalancingConfig
+// ({"etcdbalance": {}}), and gets an engine with picker's defaults and no
+// cluster view.
 const Name = "etcdbalance"
 
 var logger = grpclog.Component(Name)
@@ -157,7 +160,7 @@ func (b *etcdBalancer) setEndpointsLocked(addrs []string) error {
 		// learners refuse until a probe says what it is.
 		for _, a := range addrs {
 			if !slices.Contains(known, a) {
-				_ = b.engine.UpdateTags(a, TagUnverified, 0)
+				_ = b.engine.UpdateTags(a, tagUnverified, 0)
 			}
 		}
 	}

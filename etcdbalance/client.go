@@ -208,18 +208,18 @@ func (e *entry) checkPin(ctx context.Context) error {
 	return nil
 }
 
-// MemberStats is the engine's view of one member of a client. Tags holds
-// the cluster view's tags (TagLeader, TagLearner, ...); Leader, Learner and
-// Lagging spell the main ones out.
+// MemberStats is the engine's view of one member of a client. The
+// booleans report the routing state that the balancer and the cluster view
+// keep in the engine's tags; EndpointStats.Tags is left zero.
 type MemberStats struct {
 	picker.EndpointStats
 	// Ready reports whether the client's connection to the member was READY
 	// at the balancer's last update. Members that are not ready are never
 	// picked.
 	Ready bool
-	// Leader, Learner and Lagging report TagLeader, TagLearner and
-	// TagLagging: what the cluster view found in its last probe round.
-	// All false without a view.
+	// Leader, Learner and Lagging report what the cluster view found in
+	// its last probe round (see MemberView for the details). All false
+	// without a view.
 	Leader, Learner, Lagging bool
 }
 
@@ -247,11 +247,11 @@ func Stats(cli *clientv3.Client) ([]MemberStats, error) {
 		out[i] = MemberStats{
 			EndpointStats: s,
 			Ready:         s.Tags&tagDown == 0,
-			Leader:        s.Tags&TagLeader != 0,
-			Learner:       s.Tags&TagLearner != 0,
-			Lagging:       s.Tags&TagLagging != 0,
+			Leader:        s.Tags&tagLeader != 0,
+			Learner:       s.Tags&tagLearner != 0,
+			Lagging:       s.Tags&tagLagging != 0,
 		}
-		out[i].Tags &^= tagDown
+		out[i].Tags = 0
 	}
 	slices.SortFunc(out, func(a, b MemberStats) int { return cmp.Compare(a.Addr, b.Addr) })
 	return out, nil

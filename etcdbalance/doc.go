@@ -237,9 +237,9 @@
 // built, like grpc-go's own leaf policies, on balancer/endpointsharding
 // with one pickfirst child per member, and reads the resolver's Endpoints
 // (clientv3's resolver sends nothing else). For every call, the picker
-// classifies the method (Classify: Read, Write, Stream or Other), asks the
-// engine for a member among those whose connection is READY, by the rules
-// above (picker.Request's Exclude, Prefer and Avoid over the view's tags),
+// classifies the method (a read, a write, a stream or other, as in the
+// table above), asks the engine for a member among those whose connection
+// is READY, by the rules above (picker.Request's Exclude, Prefer and Avoid over the view's tags),
 // and hands the call to that member's child. When the call ends, its
 // outcome goes back to the engine: success; an error that blames the
 // member (Unavailable, ResourceExhausted "too many requests", Internal,

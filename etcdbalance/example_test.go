@@ -100,6 +100,7 @@ func ExampleNew_options() {
 		etcdbalance.WithClusterView(500*time.Millisecond), // probe twice a second
 		etcdbalance.WithLagThreshold(5000),                // tolerate more lag
 		etcdbalance.WithFollowerReads(false),              // let the leader take reads too
+		etcdbalance.WithLearnerReads(false),               // learners serve nothing
 		etcdbalance.WithMonotonicReads(false),             // no guard: stale reads may go back
 	)
 	if err != nil {

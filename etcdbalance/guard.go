@@ -362,7 +362,7 @@ func orEOF(err error) error {
 }
 
 // streamInterceptor checks WithMember pins, marks streams whose method
-// Classify does not know, so that the picker counts them as streams and
+// classify does not know, so that the picker counts them as streams and
 // not as requests in flight, and guards RangeStreams.
 func (h *handle) streamInterceptor(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
 	var e *entry
@@ -372,7 +372,7 @@ func (h *handle) streamInterceptor(ctx context.Context, desc *grpc.StreamDesc, c
 			return nil, err
 		}
 	}
-	if Classify(method) == Other && (desc.ServerStreams || desc.ClientStreams) {
+	if classify(method) == rpcOther && (desc.ServerStreams || desc.ClientStreams) {
 		ctx = context.WithValue(ctx, streamKey{}, true)
 	}
 	if e == nil || method != methodRangeStream || !e.rt.set.monotonic {

@@ -35,14 +35,14 @@ func (p *grpcPicker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	if err := p.bal.answerClaim(info.Ctx); err != nil {
 		return balancer.PickResult{}, err
 	}
-	class := Classify(info.FullMethodName)
-	kind := class.Kind()
-	if class == Other && isStream(info.Ctx) {
+	class := classify(info.FullMethodName)
+	kind := class.kind()
+	if class == rpcOther && isStream(info.Ctx) {
 		kind = picker.Stream
 	}
 
 	var mark *readMark
-	if class == Read {
+	if class == rpcRead {
 		mark = readMarkOf(info.Ctx)
 	}
 	var t picker.Ticket

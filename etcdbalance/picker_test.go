@@ -50,13 +50,13 @@ func testPickerWith(t testing.TB, cfg picker.Config, addrs []string, ready ...st
 	children := map[string]*childPicker{}
 	p := &grpcPicker{engine: eng, ready: map[string]balancer.Picker{}, addrs: addrs}
 	for _, a := range addrs {
-		_ = eng.SetTags(a, tagDown)
+		_ = eng.UpdateTags(a, tagDown, 0)
 	}
 	for _, a := range ready {
 		c := &childPicker{addr: a}
 		children[a] = c
 		p.ready[a] = c
-		_ = eng.SetTags(a, 0)
+		_ = eng.UpdateTags(a, 0, tagDown)
 	}
 	return p, children
 }
@@ -166,8 +166,8 @@ func TestPickStalePicker(t *testing.T) {
 	// READY: the pick must wait for the next picker, and hand the ticket
 	// back.
 	p, _ := testPicker(t, []string{"a:1", "b:1"}, "a:1")
-	_ = p.engine.SetTags("a:1", tagDown)
-	_ = p.engine.SetTags("b:1", 0)
+	_ = p.engine.UpdateTags("a:1", tagDown, 0)
+	_ = p.engine.UpdateTags("b:1", 0, tagDown)
 	if _, err := p.Pick(balancer.PickInfo{FullMethodName: "/etcdserverpb.KV/Range", Ctx: context.Background()}); err != balancer.ErrNoSubConnAvailable {
 		t.Fatalf("Pick: %v, want ErrNoSubConnAvailable", err)
 	}

@@ -9,49 +9,50 @@ import (
 )
 
 // Tags the cluster view puts on members in the engine (picker.Tags). Stats
-// reports them in MemberStats.Tags; the routing rules in the package doc
-// say what each one keeps a member out of.
+// reports the main ones as MemberStats' Leader, Learner and Lagging; the
+// routing rules in the package doc say what each one keeps a member out
+// of.
 const (
-	// TagLeader marks the member that the last probe round found leading,
+	// tagLeader marks the member that the last probe round found leading,
 	// and that answered that round.
-	TagLeader picker.Tags = 1 << iota
-	// TagLearner marks a learner (a non-voting member). etcd learners
+	tagLeader picker.Tags = 1 << iota
+	// tagLearner marks a learner (a non-voting member). etcd learners
 	// refuse every RPC but Status, serializable Range and Snapshot.
-	TagLearner
-	// TagLagging marks a member whose applied index trailed the most
+	tagLearner
+	// tagLagging marks a member whose applied index trailed the most
 	// advanced member's by more than the lag threshold in the last round.
-	TagLagging
-	// TagBehind marks a member that answered a serializable read with a
+	tagLagging
+	// tagBehind marks a member that answered a serializable read with a
 	// revision below one the client had already seen (monotonic guard):
 	// for 100ms, doubling while it keeps doing so up to the probe
 	// interval, or until a probe shows that it has caught up.
-	TagBehind
-	// TagUnverified marks a member that has not yet answered a probe, so
+	tagBehind
+	// tagUnverified marks a member that has not yet answered a probe, so
 	// its role (learner or voter) is not known. It is set only while the
 	// view runs.
-	TagUnverified
+	tagUnverified
 )
 
 // tagDown marks, in the engine, a member whose connection is not READY, so
 // that Pick never returns it. It belongs to the balancer; the view owns
-// the exported tags above.
+// the tags above.
 const tagDown picker.Tags = 1 << 31
 
 // viewTags are the bits the view owns.
-const viewTags = TagLeader | TagLearner | TagLagging | TagBehind | TagUnverified
+const viewTags = tagLeader | tagLearner | tagLagging | tagBehind | tagUnverified
 
 // Defaults of the cluster-aware routing, as documented on the options.
 const (
 	// DefaultViewInterval is how often the cluster view probes every
-	// member with Status. One Status per member per second is negligible
+	// member with Status, unless WithClusterView says otherwise. One Status per member per second is negligible
 	// load for etcd and bounds how long a leader change goes unnoticed.
 	DefaultViewInterval = time.Second
-	// DefaultViewJitter spreads each interval uniformly by ± this fraction,
+	// viewJitter spreads each interval uniformly by ± this fraction,
 	// so that many clients started together do not probe in lockstep.
-	DefaultViewJitter = 0.2
+	viewJitter = 0.2
 	// DefaultLagThreshold is how many raft entries a member's applied index
 	// may trail the most advanced member's before it is kept out of
-	// serializable reads. Healthy followers trail by a handful of entries,
+	// serializable reads, unless WithLagThreshold says otherwise. Healthy followers trail by a handful of entries,
 	// and a round's probes, sent together, are answered within
 	// milliseconds of each other: at 10,000 writes a second that skew is
 	// ~100 entries, well inside 1000. A member that has really fallen
@@ -100,7 +101,7 @@ type router struct {
 	engine *picker.Picker
 
 	// viewOn is set while a view runs (from startView to its stop). While
-	// it is, members are TagUnverified until a probe answers.
+	// it is, members are tagUnverified until a probe answers.
 	viewOn atomic.Bool
 	// settled is set once the view's first probe round is over. Until then,
 	// calls that a learner would refuse and that find no member known to be
@@ -112,7 +113,7 @@ type router struct {
 	// when calls are waiting for the view; nil while none is.
 	bal atomic.Pointer[etcdBalancer]
 
-	// behindExpiry is the earliest end of a TagBehind hold, in Unix
+	// behindExpiry is the earliest end of a tagBehind hold, in Unix
 	// nanoseconds; 0 when no member is held.
 	behindExpiry atomic.Int64
 }
@@ -128,7 +129,7 @@ func (rt *router) expiryAt(t time.Time) {
 	}
 }
 
-// expireBehind ends the TagBehind holds that are due. It costs one atomic
+// expireBehind ends the tagBehind holds that are due. It costs one atomic
 // load while none is.
 func (rt *router) expireBehind() {
 	exp := rt.behindExpiry.Load()
@@ -269,7 +270,7 @@ const (
 // no known voter wait, and so do streams a learner refuses (a stream placed
 // then would leave the members not yet known out for its whole life);
 // calls whose only possible members are down wait too.
-func pickRouted(eng *picker.Picker, rt *router, class Class, kind picker.Kind, method string, mode override, mark *readMark) (t picker.Ticket, wait bool, err error) {
+func pickRouted(eng *picker.Picker, rt *router, class rpcClass, kind picker.Kind, method string, mode override, mark *readMark) (t picker.Ticket, wait bool, err error) {
 	req := picker.Request{Kind: kind, Class: costClass(class, method, mark)}
 	if rt == nil {
 		req.Exclude = tagDown
@@ -284,29 +285,29 @@ func pickRouted(eng *picker.Picker, rt *router, class Class, kind picker.Kind, m
 
 	switch {
 	case mode == overrideLeader || (mark != nil && mark.leader):
-		req.Prefer = TagLeader
+		req.Prefer = tagLeader
 	case mode == overrideAny:
-	case class == Write && set.leaderWrites:
-		req.Prefer = TagLeader
-	case class == Read && set.followerReads:
+	case class == rpcWrite && set.leaderWrites:
+		req.Prefer = tagLeader
+	case class == rpcRead && set.followerReads:
 		// The leader carries every write and all replication: it serves
 		// reads only while every follower is measurably slower
 		// (picker.Config.ReserveRatio), and a probe now and then.
-		req.Reserve = TagLeader
+		req.Reserve = tagLeader
 	}
 
 	var fresh picker.Tags // what serializable reads, backups and chunked reads want fresh members for
 	if mode != overrideAny && (serial || method == methodSnapshot || method == methodRangeStream) {
 		if set.lagThreshold > 0 {
-			fresh |= TagLagging
+			fresh |= tagLagging
 		}
 		if set.monotonic || method == methodSnapshot {
-			fresh |= TagBehind
+			fresh |= tagBehind
 		}
 	}
 	var role picker.Tags // members that could refuse the call for their role
 	if !learnerSafe {
-		role = TagLearner | TagUnverified
+		role = tagLearner | tagUnverified
 	}
 	if role != 0 && kind == picker.Stream && rt.viewOn.Load() && !rt.settled.Load() {
 		// A stream lives for minutes: placed while only some members are
@@ -330,13 +331,13 @@ func pickRouted(eng *picker.Picker, rt *router, class Class, kind picker.Kind, m
 	if rt.viewOn.Load() && !rt.settled.Load() {
 		return picker.Ticket{}, true, picker.ErrNoEligible
 	}
-	for _, ex := range [...]picker.Tags{tagDown | TagLearner | fresh, tagDown | TagLearner} {
+	for _, ex := range [...]picker.Tags{tagDown | tagLearner | fresh, tagDown | tagLearner} {
 		req.Exclude = ex
 		if t, err = eng.Pick(req); err != picker.ErrNoEligible {
 			return t, false, err
 		}
 	}
-	if eng.Eligible(TagLearner) {
+	if eng.Eligible(tagLearner) {
 		// A member that may be a voter exists but is not connected: wait
 		// for it within the call's deadline, as for any member that is down.
 		return picker.Ticket{}, true, picker.ErrNoEligible
@@ -350,9 +351,9 @@ func pickRouted(eng *picker.Picker, rt *router, class Class, kind picker.Kind, m
 // Range with a range_end, or a RangeStream) and everything else (point
 // reads, status, leases) keep apart estimates, so that a member that has
 // just served a 2 MB List does not look slow for the reads of one key.
-func costClass(class Class, method string, mark *readMark) picker.Class {
+func costClass(class rpcClass, method string, mark *readMark) picker.Class {
 	switch {
-	case class == Write:
+	case class == rpcWrite:
 		return picker.ClassWrite
 	case method == methodRangeStream || (mark != nil && mark.ranged):
 		return picker.ClassRange

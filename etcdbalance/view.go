@@ -21,7 +21,7 @@ import (
 // view is the cluster view of one engine: who leads, who is a learner, how
 // far each member has applied. A goroutine probes every member with Status
 // on the client's own connection, pinned to the member with WithMember,
-// once per interval (± DefaultViewJitter), and turns the answers into the
+// once per interval (± viewJitter), and turns the answers into the
 // engine's tags. It holds no reference to the connection: the connection
 // lives on the goroutine's stack, so that a DialOptions handle can still be
 // collected once its connection is closed.
@@ -56,11 +56,11 @@ type memberState struct {
 	lag      uint64
 	lagging  bool
 	// needRev > 0: the member answered a read below this revision (the
-	// monotonic guard's floor); it is TagBehind until a probe shows it has
+	// monotonic guard's floor); it is tagBehind until a probe shows it has
 	// reached it, or until behindUntil, whichever comes first.
 	needRev     int64
 	behindUntil time.Time
-	// hold is how long the last TagBehind was to last; it doubles while
+	// hold is how long the last tagBehind was to last; it doubles while
 	// the member keeps answering below the floor, and starts again from
 	// behindHold once a probe shows it has caught up with lastNeed.
 	hold     time.Duration
@@ -98,7 +98,7 @@ func startView(ctx context.Context, cli *clientv3.Client, e *entry) *view {
 	// wait for the first answers (see pickRouted).
 	rt.settled.Store(false)
 	for _, a := range e.engine.Endpoints() {
-		_ = e.engine.UpdateTags(a, TagUnverified, 0)
+		_ = e.engine.UpdateTags(a, tagUnverified, 0)
 	}
 	rt.viewOn.Store(true)
 	conn := cli.ActiveConnection()
@@ -142,7 +142,7 @@ func (v *view) stop() {
 }
 
 func (v *view) jittered() time.Duration {
-	return time.Duration(float64(v.interval) * (1 + DefaultViewJitter*(2*rand.Float64()-1)))
+	return time.Duration(float64(v.interval) * (1 + viewJitter*(2*rand.Float64()-1)))
 }
 
 // probeResult is one member's answer to one probe.
@@ -302,19 +302,19 @@ func (v *view) apply(snap []picker.EndpointStats, results []probeResult) {
 func (v *view) tagLocked(addr string, m *memberState) {
 	var set picker.Tags
 	if addr == v.leader {
-		set |= TagLeader
+		set |= tagLeader
 	}
 	if m.learner {
-		set |= TagLearner
+		set |= tagLearner
 	}
 	if m.lagging {
-		set |= TagLagging
+		set |= tagLagging
 	}
 	if m.needRev > 0 {
-		set |= TagBehind
+		set |= tagBehind
 	}
 	if !m.verified {
-		set |= TagUnverified
+		set |= tagUnverified
 	}
 	_ = v.engine.UpdateTags(addr, set, viewTags&^set)
 }
@@ -353,7 +353,7 @@ func (v *view) markBehind(addr string, floor int64) {
 	v.tagLocked(addr, m)
 }
 
-// expireBehind lifts the TagBehind holds that have ended, so that those
+// expireBehind lifts the tagBehind holds that have ended, so that those
 // members are tried again (and held longer if still behind).
 func (v *view) expireBehind(now time.Time) {
 	v.mu.Lock()
@@ -392,7 +392,7 @@ type View struct {
 	// Running reports whether a view runs for the client (New starts one
 	// unless WithClusterView(-1); DialOptions clients need Attach).
 	Running bool
-	// Interval is the probe period (each one spread by ± DefaultViewJitter).
+	// Interval is the probe period (each one spread by ± viewJitter).
 	Interval time.Duration
 	// Rounds counts completed probe rounds. A round probes every member
 	// whose connection is up (or whose role is not known yet) once.
@@ -437,7 +437,8 @@ type MemberView struct {
 	Lag     uint64
 	Lagging bool
 	// Behind is true while the member is known to be below a revision the
-	// client has seen (TagBehind).
+	// client has seen, which keeps it out of serializable reads (see
+	// "Consistency" in the package doc).
 	Behind bool
 	// Probes counts Status probes sent to the member (counted when sent);
 	// ProbeFailures those that failed; LastError the last failure, "" after

@@ -63,10 +63,10 @@ func TestViewApply(t *testing.T) {
 			}
 			tags := map[string]bool{}
 			for _, s := range p.engine.Snapshot() {
-				if s.Tags&TagLeader != 0 {
+				if s.Tags&tagLeader != 0 {
 					tags["leader:"+s.Addr] = true
 				}
-				if s.Tags&TagLagging != 0 {
+				if s.Tags&tagLagging != 0 {
 					tags["lagging:"+s.Addr] = true
 				}
 			}
