@@ -248,7 +248,7 @@
 // answers again and followers forward the writes); DeadlineExceeded,
 // charged at least the call's deadline; or an error that does not blame
 // it (Canceled; application answers such as NotFound, a failed compare,
-// auth errors). memberFault in picker.go holds the full table. Streams
+// auth errors). memberFault in outcome.go holds the full table. Streams
 // (Watch, LeaseKeepAlive, Snapshot) are spread by their own count and are
 // done when the stream ends. Client.SetEndpoints and Client.Sync change
 // the member set at runtime, on the same connection.

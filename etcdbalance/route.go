@@ -1,7 +1,6 @@
 package etcdbalance
 
 import (
-	"context"
 	"sync/atomic"
 	"time"
 
@@ -154,83 +153,6 @@ func (rt *router) kick() {
 		b.republish()
 	}
 }
-
-// Per-call routing overrides, carried in the context.
-type override uint8
-
-const (
-	overrideNone override = iota
-	overrideLeader
-	overrideAny
-)
-
-type overrideKey struct{}
-
-// overridesUsed spares every pick the context lookup until WithLeader or
-// WithAnyMember has been called once in the process.
-var overridesUsed atomic.Bool
-
-// WithLeader returns a context whose calls go to the leader, whatever
-// their kind: for reads that must not wait for a follower's ReadIndex round
-// trip, or for tools that want the leader's own answer. When no leader is
-// known (no cluster view, or the leader did not answer the last probe) or
-// its connection is down, the call is routed as usual. Learners are kept
-// out as usual.
-func WithLeader(ctx context.Context) context.Context {
-	overridesUsed.Store(true)
-	return context.WithValue(ctx, overrideKey{}, overrideLeader)
-}
-
-// WithAnyMember returns a context whose calls ignore the cluster-aware
-// preferences: no leader preference for writes, no leader avoidance for
-// reads, no exclusion of lagging or behind members; the plain load-aware
-// choice among the connected members. Learners are still kept out of the
-// calls they refuse (anything but Status, serializable Range and
-// Snapshot), since sending them there could only fail. The monotonic guard
-// still checks the answer.
-func WithAnyMember(ctx context.Context) context.Context {
-	overridesUsed.Store(true)
-	return context.WithValue(ctx, overrideKey{}, overrideAny)
-}
-
-func overrideOf(ctx context.Context) override {
-	if !overridesUsed.Load() || ctx == nil {
-		return overrideNone
-	}
-	o, _ := ctx.Value(overrideKey{}).(override)
-	return o
-}
-
-// readMark is put into the context of a serializable Range (serial), of a
-// Range over a range of keys (ranged) and of a RangeStream by the
-// interceptors: PickInfo carries the method, not the request, so this is
-// how the picker tells a serializable read from a linearizable one, and a
-// List from the read of one key. The picker writes the member it picked into addr, for
-// the monotonic guard. grpc picks in the calling goroutine, before the call
-// returns (a stream: before the streamer returns), so the interceptor
-// reads addr afterwards without a race.
-type readMark struct {
-	addr   string
-	serial bool // a serializable Range: learners and lagging members are told apart
-	ranged bool // a Range with a range_end: judged by the engine's range estimate
-	leader bool // the guard's second retry: the leader only
-}
-
-type readKey struct{}
-
-func readMarkOf(ctx context.Context) *readMark {
-	if ctx == nil {
-		return nil
-	}
-	m, _ := ctx.Value(readKey{}).(*readMark)
-	return m
-}
-
-// probeKey marks the view's own Status calls, which the guard ignores:
-// the user never sees their answers.
-type probeKey struct{}
-
-func isProbe(ctx context.Context) bool { return ctx.Value(probeKey{}) != nil }
 
 // methodStatus is the one call besides serializable Range that learners
 // serve (etcd's isRPCSupportedForLearner). Snapshot is a stream learners
