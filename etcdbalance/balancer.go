@@ -89,6 +89,8 @@ type etcdBalancer struct {
 	// rt is the entry's routing state; nil for an engine of its own, which
 	// has no cluster view and routes by load alone.
 	rt *router
+	// unlisten ends the balancer's listening to rt's changes.
+	unlisten func()
 	// addrs are the members of the last resolver update, one per endpoint.
 	addrs []string
 	// ready are the READY children of the last child update, by address.
@@ -138,13 +140,13 @@ func (b *etcdBalancer) UpdateClientConnState(s balancer.ClientConnState) error {
 // useLocked makes eng (of entry e, nil for an engine of the balancer's
 // own) the engine that this balancer's pickers ask.
 func (b *etcdBalancer) useLocked(eng *picker.Picker, e *entry) {
-	if b.rt != nil {
-		b.rt.bal.CompareAndSwap(b, nil)
+	if b.unlisten != nil {
+		b.unlisten()
 	}
-	b.engine, b.entry, b.rt = eng, e, nil
+	b.engine, b.entry, b.rt, b.unlisten = eng, e, nil, nil
 	if e != nil {
 		b.rt = e.rt
-		b.rt.bal.Store(b)
+		b.unlisten = b.rt.listen(b.republish)
 	}
 }
 
@@ -287,10 +289,10 @@ func (b *etcdBalancer) Close() {
 	b.mu.Lock()
 	b.closed = true
 	e := b.entry
-	if b.rt != nil {
+	if b.unlisten != nil {
 		// Only this balancer's own registration: a newer balancer of the
 		// same channel may have replaced it.
-		b.rt.bal.CompareAndSwap(b, nil)
+		b.unlisten()
 	}
 	b.mu.Unlock()
 	b.child.Close()

@@ -140,12 +140,10 @@ func overrideOf(ctx context.Context) override {
 // Range over a range of keys (ranged) and of a RangeStream by the
 // interceptors: PickInfo carries the method, not the request, so this is
 // how the picker tells a serializable read from a linearizable one, and a
-// List from the read of one key. The picker writes the member it picked into addr, for
-// the monotonic guard. grpc picks in the calling goroutine, before the call
-// returns (a stream: before the streamer returns), so the interceptor
-// reads addr afterwards without a race.
+// List from the read of one key. It flows one way, interceptor to picker,
+// and never changes; the guard learns which member answered from grpc's
+// peer (grpc.Peer), not from the picker.
 type readMark struct {
-	addr   string
 	serial bool // a serializable Range: learners and lagging members are told apart
 	ranged bool // a Range with a range_end: judged by the engine's range estimate
 	leader bool // the guard's second retry: the leader only

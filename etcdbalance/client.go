@@ -49,7 +49,7 @@ func New(cfg clientv3.Config, opts ...Option) (*clientv3.Client, error) {
 		logger.Warningf("etcdbalance: the client's channel did not answer the balancer's claim; Stats and the cluster view may miss it")
 	}
 	if o.routing.viewInterval > 0 {
-		startView(cli.Ctx(), cli, e)
+		e.startView(cli.Ctx(), cli)
 	}
 	return cli, nil
 }
@@ -216,7 +216,7 @@ func Attach(cli *clientv3.Client) (stop func(), err error) {
 		return nil, ErrViewOff
 	}
 	ctx, cancel := context.WithCancel(cli.Ctx())
-	v := startView(ctx, cli, e)
+	v := e.startView(ctx, cli)
 	if v == nil {
 		cancel()
 		return func() {}, nil

@@ -176,14 +176,16 @@
 // carries the method and the context, not the request), so that the
 // picker keeps it off lagging members and members known to be behind; if
 // the answer is still below the revision seen when the call started, the
-// member that gave it is held out of serializable reads (100ms, doubling
-// while it stays behind up to the probe interval, or until a probe shows
-// it has caught up) and the read is re-issued: on another member, then on
-// the leader, then as a linearizable read, which cannot be below it.
+// member that gave it (grpc.Peer tells which) is held out of serializable
+// reads (100ms, doubling while it stays behind up to the probe interval,
+// or until a probe shows it has caught up) and the read is re-issued: on
+// another member, then on the leader, then as a linearizable read, which
+// cannot be below it.
 //
-// What it costs: an atomic load and compare-and-swap per call; two small
-// allocations per serializable Range (the marker); and for each stale
-// answer, one to three extra reads (ClusterView(cli).Guard counts them).
+// What it costs: an atomic load and compare-and-swap per call; four small
+// allocations per serializable Range (the marker, and the record of the
+// member that answered); and for each stale answer, one to three extra
+// reads (ClusterView(cli).Guard counts them).
 // A client that writes and reads serializably at once sees stale answers
 // whenever a follower has not yet applied its latest write, and its reads
 // drift toward the leader, which has; a client that only reads sees them

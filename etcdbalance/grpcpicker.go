@@ -80,9 +80,6 @@ func (p *grpcPicker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 		p.engine.Done(t, picker.Outcome{Result: picker.Canceled})
 		return res, err
 	}
-	if mark != nil {
-		mark.addr = t.Addr()
-	}
 	r := recordPool.Get().(*callRecord)
 	r.engine, r.ticket, r.next, r.timeout = p.engine, t, res.Done, 0
 	if kind == picker.Unary {

@@ -8,6 +8,7 @@ import (
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/peer"
 )
 
 // headered is every etcd response: each carries the revision of the
@@ -79,17 +80,18 @@ func kvRevision(reply any) (int64, bool) {
 }
 
 // reissue gets an answer at or above floor for a serializable read that a
-// member (addr) answered below it: first from another member (addr is
-// tagged behind, so no guarded read goes there until a probe shows it has
-// caught up), then from the leader, then as a linearizable read, which
-// cannot be below floor in the same cluster. ctx is the call's context
-// without first, the read mark of the first attempt. Steps that need the cluster
-// view are skipped without one. Each attempt is decoded into resp (grpc
-// resets it first), so the caller gets the last answer.
-func (g *guard) reissue(ctx context.Context, rt *router, method string, req *pb.RangeRequest, resp *pb.RangeResponse, first *readMark, floor int64, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts []grpc.CallOption) error {
+// member answered below it (answered: the peerAddr of its connection):
+// first from another member (that one is tagged behind, so no guarded read
+// goes there until a probe shows it has caught up), then from the leader,
+// then as a linearizable read, which cannot be below floor in the same
+// cluster. ctx is the call's context without the first attempt's read
+// mark; ranged tells a List. Steps that need the cluster view v are
+// skipped without one. Each attempt is decoded into resp (grpc resets it
+// first), so the caller gets the last answer.
+func (g *guard) reissue(ctx context.Context, v *view, answered string, method string, req *pb.RangeRequest, resp *pb.RangeResponse, ranged bool, floor int64, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts []grpc.CallOption) error {
 	g.stale.Add(1)
-	if v := rt.view.Load(); v != nil {
-		v.markBehind(first.addr, floor)
+	if v != nil {
+		v.markBehind(v.memberAt(answered), floor)
 		for _, leader := range [...]bool{false, true} {
 			if leader {
 				if !v.leaderKnown() {
@@ -99,8 +101,9 @@ func (g *guard) reissue(ctx context.Context, rt *router, method string, req *pb.
 			} else {
 				g.retryElsewhere.Add(1)
 			}
-			mark := &readMark{serial: true, ranged: first.ranged, leader: leader}
-			err := invoker(context.WithValue(ctx, readKey{}, mark), method, req, resp, cc, opts...)
+			mark := &readMark{serial: true, ranged: ranged, leader: leader}
+			var p peer.Peer
+			err := invoker(context.WithValue(ctx, readKey{}, mark), method, req, resp, cc, withPeer(opts, &p)...)
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
@@ -111,7 +114,7 @@ func (g *guard) reissue(ctx context.Context, rt *router, method string, req *pb.
 				g.observe(resp.GetHeader().GetRevision())
 				return nil
 			}
-			v.markBehind(mark.addr, floor)
+			v.markBehind(v.memberAt(peerAddr(&p)), floor)
 		}
 	}
 	g.retryLinear.Add(1)
@@ -119,7 +122,7 @@ func (g *guard) reissue(ctx context.Context, rt *router, method string, req *pb.
 	// the retry interceptor reuses it only after this returns.
 	req.Serializable = false
 	lctx := ctx
-	if first.ranged {
+	if ranged {
 		lctx = context.WithValue(ctx, readKey{}, &readMark{ranged: true})
 	}
 	err := invoker(lctx, method, req, resp, cc, opts...)
@@ -149,9 +152,9 @@ type rangeStreamResponse interface {
 type guardedRangeStream struct {
 	grpc.ClientStream                 // the current attempt's
 	ctx               context.Context // the call's, without a read mark
-	rt                *router
+	e                 *entry
 	g                 *guard
-	mark              *readMark // the first attempt's
+	peer              *peer.Peer // the current attempt's, known once it has ended
 	floor             int64
 	pinned            bool
 	desc              *grpc.StreamDesc
@@ -213,9 +216,9 @@ func (s *guardedRangeStream) answer(like any) ([]any, error) {
 		return chunks, orEOF(err)
 	}
 	s.g.stale.Add(1)
-	v := s.rt.view.Load()
+	v := s.e.view.Load()
 	if v != nil {
-		v.markBehind(s.mark.addr, s.floor)
+		v.markBehind(v.memberAt(peerAddr(s.peer)), s.floor)
 		for _, leader := range [...]bool{false, true} {
 			if leader {
 				if !v.leaderKnown() {
@@ -238,7 +241,7 @@ func (s *guardedRangeStream) answer(like any) ([]any, error) {
 				return chunks, io.EOF
 			}
 			if err == nil {
-				v.markBehind(mark.addr, s.floor)
+				v.markBehind(v.memberAt(peerAddr(s.peer)), s.floor)
 			}
 		}
 	}
@@ -258,7 +261,8 @@ func (s *guardedRangeStream) answer(like any) ([]any, error) {
 
 // reopen starts another attempt of the read on a new stream.
 func (s *guardedRangeStream) reopen(ctx context.Context) error {
-	cs, err := s.streamer(ctx, s.desc, s.cc, s.method, s.opts...)
+	s.peer = new(peer.Peer)
+	cs, err := s.streamer(ctx, s.desc, s.cc, s.method, withPeer(s.opts, s.peer)...)
 	if err != nil {
 		return err
 	}

@@ -7,14 +7,21 @@ import (
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/peer"
 )
 
-// answer is one scripted attempt: the member that serves it and the
-// revision it answers with.
+// answer is one scripted attempt: the remote address of the connection
+// that serves it and the revision it answers with.
 type answer struct {
 	addr string
 	rev  int64
 }
+
+// tcpAddr is a net.Addr of a TCP peer.
+type tcpAddr string
+
+func (tcpAddr) Network() string  { return "tcp" }
+func (a tcpAddr) String() string { return string(a) }
 
 // attempt records what the interceptor asked for in one invocation.
 type attempt struct {
@@ -22,18 +29,19 @@ type attempt struct {
 }
 
 // scripted returns an invoker that answers Ranges from script, in order,
-// writing the member into the call's read mark as the picker would, and
-// records each attempt.
+// filling the grpc.Peer option as grpc would, and records each attempt.
 func scripted(t *testing.T, script []answer, got *[]attempt) grpc.UnaryInvoker {
-	return func(ctx context.Context, method string, req, reply any, _ *grpc.ClientConn, _ ...grpc.CallOption) error {
+	return func(ctx context.Context, method string, req, reply any, _ *grpc.ClientConn, opts ...grpc.CallOption) error {
 		if len(*got) == len(script) {
 			t.Fatalf("attempt %d, script has %d", len(*got)+1, len(script))
 		}
 		a := script[len(*got)]
 		m := readMarkOf(ctx)
 		*got = append(*got, attempt{serializable: req.(*pb.RangeRequest).Serializable, marked: m != nil, leader: m != nil && m.leader})
-		if m != nil {
-			m.addr = a.addr
+		for _, o := range opts {
+			if p, ok := o.(grpc.PeerCallOption); ok && a.addr != "" {
+				*p.PeerAddr = peer.Peer{Addr: tcpAddr(a.addr)}
+			}
 		}
 		reply.(*pb.RangeResponse).Header = &pb.ResponseHeader{Revision: a.rev}
 		return nil
@@ -47,8 +55,8 @@ func guardFixture(t *testing.T, set routing) (*handle, *view) {
 	for _, a := range []string{"a", "b", "c", "d"} {
 		v.members[a] = &memberState{verified: true}
 	}
-	p.rt.view.Store(v)
 	h := &handle{e: &entry{engine: p.engine, rt: p.rt}}
+	h.e.view.Store(v)
 	h.e.guard.observe(100)
 	return h, v
 }
@@ -102,9 +110,20 @@ func TestGuardReissue(t *testing.T) {
 		t.Errorf("pinned: got %d after %+v, want the member's 10", rev, got)
 	}
 
+	// A member known by host name answers from its IP address: the view's
+	// probes mapped one to the other, and that member is held out.
+	h, v = guardFixture(t, defaultRouting())
+	v.peers = map[string]string{"10.0.0.2:2379": "b"}
+	if rev, got := read(h, ctx, []answer{{"10.0.0.2:2379", 90}, {"c", 100}}); rev != 100 || len(got) != 2 {
+		t.Errorf("answers 90 from b's address, 100: got %d after %+v", rev, got)
+	}
+	if v.members["b"].needRev != 100 || v.members["c"].needRev != 0 {
+		t.Errorf("needRev b %d, c %d; want b held (100), c not (0)", v.members["b"].needRev, v.members["c"].needRev)
+	}
+
 	// Without a view: straight to a linearizable read.
 	h, _ = guardFixture(t, defaultRouting())
-	h.e.rt.view.Store(nil)
+	h.e.view.Store(nil)
 	if rev, got := read(h, ctx, []answer{{"b", 90}, {"", 100}}); rev != 100 || len(got) != 2 || got[1].serializable {
 		t.Errorf("no view: got %d after %+v, want a linearizable retry", rev, got)
 	}

@@ -5,6 +5,7 @@ import (
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/peer"
 )
 
 // unaryInterceptor checks WithMember pins, marks serializable Ranges for
@@ -56,8 +57,9 @@ func (h *handle) unaryInterceptor(ctx context.Context, method string, req, reply
 	// that overlap are not ordered with each other.
 	g := &e.guard
 	floor := g.maxRev.Load()
-	rt.expireBehind()
-	err := invoker(ctx, method, req, reply, cc, opts...)
+	e.expireBehind()
+	var p peer.Peer // who answered, should the answer be below the floor
+	err := invoker(ctx, method, req, reply, cc, withPeer(opts, &p)...)
 	resp, ok := reply.(*pb.RangeResponse)
 	if err != nil || !ok {
 		return err
@@ -68,7 +70,13 @@ func (h *handle) unaryInterceptor(ctx context.Context, method string, req, reply
 		g.observe(rev)
 		return nil
 	}
-	return g.reissue(base, rt, method, rr, resp, mark, floor, cc, invoker, opts)
+	return g.reissue(base, e.view.Load(), peerAddr(&p), method, rr, resp, mark.ranged, floor, cc, invoker, opts)
+}
+
+// withPeer adds grpc.Peer(p) to a call's options, leaving the caller's
+// slice alone.
+func withPeer(opts []grpc.CallOption, p *peer.Peer) []grpc.CallOption {
+	return append(opts[:len(opts):len(opts)], grpc.Peer(p))
 }
 
 // streamInterceptor checks WithMember pins, marks streams whose method
@@ -90,11 +98,11 @@ func (h *handle) streamInterceptor(ctx context.Context, desc *grpc.StreamDesc, c
 	}
 	_, pinned := pinnedMember(ctx)
 	s := &guardedRangeStream{
-		ctx: ctx, rt: e.rt, g: &e.guard, mark: &readMark{}, floor: e.guard.maxRev.Load(), pinned: pinned,
+		ctx: ctx, e: e, g: &e.guard, peer: new(peer.Peer), floor: e.guard.maxRev.Load(), pinned: pinned,
 		desc: desc, cc: cc, method: method, streamer: streamer, opts: opts,
 	}
-	e.rt.expireBehind()
-	cs, err := streamer(context.WithValue(ctx, readKey{}, s.mark), desc, cc, method, opts...)
+	e.expireBehind()
+	cs, err := streamer(context.WithValue(ctx, readKey{}, &readMark{}), desc, cc, method, withPeer(opts, s.peer)...)
 	if err != nil {
 		return nil, err
 	}

@@ -62,9 +62,10 @@ type entry struct {
 	id       string
 	cfg      picker.Config
 	engine   *picker.Picker
-	rt       *router // routing rules and cluster view of this engine
-	template *entry  // the entry registered under id; itself for the template
-	guard    guard   // the client's monotonic-read state
+	rt       *router              // routing rules of this engine
+	view     atomic.Pointer[view] // the running cluster view; nil while none runs
+	template *entry               // the entry registered under id; itself for the template
+	guard    guard                // the client's monotonic-read state
 	last     atomic.Pointer[targetEntry]
 
 	// Guarded by registry.mu.

@@ -94,7 +94,8 @@ func defaultRouting() routing {
 
 // router is the shared routing state of one registered engine: the
 // settings and whether a view runs. The grpcPicker reads it on every pick;
-// it holds no lock.
+// it holds no lock. The view writes it; it knows neither the view nor the
+// balancer: the balancer listens for its changes (listen).
 type router struct {
 	set    routing
 	engine *picker.Picker
@@ -106,11 +107,8 @@ type router struct {
 	// calls that a learner would refuse and that find no member known to be
 	// a voter wait for the view rather than risk one whose role is unknown.
 	settled atomic.Bool
-	// view is the running view, nil until one starts.
-	view atomic.Pointer[view]
-	// bal is the balancer attached to the engine, to republish its picker
-	// when calls are waiting for the view; nil while none is.
-	bal atomic.Pointer[etcdBalancer]
+	// changed is called by kick; nil while nobody listens.
+	changed atomic.Pointer[func()]
 
 	// behindExpiry is the earliest end of a tagBehind hold, in Unix
 	// nanoseconds; 0 when no member is held.
@@ -128,15 +126,15 @@ func (rt *router) expiryAt(t time.Time) {
 	}
 }
 
-// expireBehind ends the tagBehind holds that are due. It costs one atomic
-// load while none is.
-func (rt *router) expireBehind() {
-	exp := rt.behindExpiry.Load()
+// expireBehind ends the tagBehind holds of e's view that are due. It
+// costs one atomic load while none is.
+func (e *entry) expireBehind() {
+	exp := e.rt.behindExpiry.Load()
 	if exp == 0 {
 		return
 	}
 	if now := time.Now(); now.UnixNano() >= exp {
-		if v := rt.view.Load(); v != nil {
+		if v := e.view.Load(); v != nil {
 			v.expireBehind(now)
 		}
 	}
@@ -146,12 +144,22 @@ func newRouter(set routing, eng *picker.Picker) *router {
 	return &router{set: set, engine: eng}
 }
 
-// kick makes the attached balancer publish a new picker, so that calls
-// waiting for one (balancer.ErrNoSubConnAvailable) are picked again.
+// kick tells the listener that the routing state changed: the balancer
+// then publishes a new picker, so that calls waiting for one
+// (balancer.ErrNoSubConnAvailable) are picked again.
 func (rt *router) kick() {
-	if b := rt.bal.Load(); b != nil {
-		b.republish()
+	if f := rt.changed.Load(); f != nil {
+		(*f)()
 	}
+}
+
+// listen makes f the one function that kick calls, until cancel; a later
+// listen replaces it (a rebuilt balancer of the channel), and cancel then
+// leaves the newer one alone.
+func (rt *router) listen(f func()) (cancel func()) {
+	p := &f
+	rt.changed.Store(p)
+	return func() { rt.changed.CompareAndSwap(p, nil) }
 }
 
 // methodStatus is the one call besides serializable Range that learners

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/balancer"
 
 	"github.com/etcdbalance/etcdbalance-go/picker"
+	"github.com/stretchr/testify/assert"
 )
 
 const (
@@ -230,7 +231,8 @@ func TestBehindHold(t *testing.T) {
 	for _, a := range []string{"a", "b", "c", "d"} {
 		v.members[a] = &memberState{verified: true}
 	}
-	p.rt.view.Store(v)
+	e := &entry{engine: p.engine, rt: p.rt}
+	e.view.Store(v)
 	behind := func() bool {
 		for _, s := range p.engine.Snapshot() {
 			if s.Addr == "b" {
@@ -243,7 +245,7 @@ func TestBehindHold(t *testing.T) {
 	if !behind() || v.members["b"].hold != behindHold {
 		t.Fatalf("after a stale answer: behind %v, hold %v", behind(), v.members["b"].hold)
 	}
-	p.rt.expireBehind()
+	e.expireBehind()
 	if !behind() {
 		t.Fatal("the hold ended at once")
 	}
@@ -319,4 +321,21 @@ func TestCostClass(t *testing.T) {
 			t.Errorf("costClass(%v, %s, %+v) = %v, want %v", c.class, c.method, c.mark, got, c.want)
 		}
 	}
+}
+
+// TestRouterListen: kick calls the one listener; a newer listener (a
+// rebuilt balancer) replaces the older, whose cancel leaves it alone.
+func TestRouterListen(t *testing.T) {
+	rt := newRouter(defaultRouting(), nil)
+	rt.kick() // nobody listens
+	var first, second int
+	cancel1 := rt.listen(func() { first++ })
+	rt.kick()
+	cancel2 := rt.listen(func() { second++ })
+	cancel1()
+	rt.kick()
+	cancel2()
+	rt.kick()
+	assert.Equal(t, 1, first)
+	assert.Equal(t, 1, second)
 }

@@ -151,7 +151,7 @@ func ClusterView(cli *clientv3.Client) (View, error) {
 	out.Guard.RetriedOnLeader = g.retryLeader.Load()
 	out.Guard.RetriedLinearizable = g.retryLinear.Load()
 	out.Guard.Resets = g.resets.Load()
-	v := rt.view.Load()
+	v := e.view.Load()
 	if v == nil {
 		return out, nil
 	}

@@ -10,6 +10,7 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/peer"
 
 	"github.com/etcdbalance/etcdbalance-go/picker"
 )
@@ -30,9 +31,14 @@ type view struct {
 
 	rounds atomic.Int64
 
-	mu       sync.Mutex // guards what follows
-	stopped  bool       // the goroutine has returned; tag nothing more
-	members  map[string]*memberState
+	mu      sync.Mutex // guards what follows
+	stopped bool       // the goroutine has returned; tag nothing more
+	members map[string]*memberState
+	// peers maps the remote address of the connection to a member, as its
+	// probes saw it, to the member's address where the two differ (an
+	// endpoint by host name): the guard learns which member answered a
+	// read from grpc's peer, which holds the former.
+	peers    map[string]string
 	leader   string // address; "" when unknown
 	leaderID uint64
 	term     uint64
@@ -74,10 +80,11 @@ type memberState struct {
 // let the view log in again.
 const probeTimeoutFloor = 3 * time.Second
 
-// startView starts the view of e for cli, running until ctx ends (the
-// client's context for New; Attach's own for Attach). It returns the view,
-// or nil if one runs already.
-func startView(ctx context.Context, cli *clientv3.Client, e *entry) *view {
+// startView starts the view of e on cli's own connection, running until
+// ctx ends (the client's context for New; Attach's own for Attach). It
+// returns the view, or nil if one runs already. The entry holds the view
+// while it runs; the view knows only the router and the engine.
+func (e *entry) startView(ctx context.Context, cli *clientv3.Client) *view {
 	rt := e.rt
 	v := &view{
 		rt:       rt,
@@ -86,8 +93,9 @@ func startView(ctx context.Context, cli *clientv3.Client, e *entry) *view {
 		timeout:  max(rt.set.viewInterval, probeTimeoutFloor),
 		done:     make(chan struct{}),
 		members:  map[string]*memberState{},
+		peers:    map[string]string{},
 	}
-	if !rt.view.CompareAndSwap(nil, v) {
+	if !e.view.CompareAndSwap(nil, v) {
 		return nil
 	}
 	// Nothing is known of the members' roles yet: calls a learner refuses
@@ -98,7 +106,14 @@ func startView(ctx context.Context, cli *clientv3.Client, e *entry) *view {
 	}
 	rt.viewOn.Store(true)
 	conn := cli.ActiveConnection()
-	go v.run(ctx, conn)
+	go func() {
+		v.run(ctx, conn)
+		// A later Attach may start a new view.
+		e.view.CompareAndSwap(v, nil)
+		// Calls parked for the view route by load alone now.
+		rt.kick()
+		close(v.done)
+	}()
 	return v
 }
 
@@ -122,7 +137,7 @@ func (v *view) run(ctx context.Context, conn *grpc.ClientConn) {
 
 // stop ends the view: its tags come off the engine, so that a client
 // whose view was stopped (Attach's stop func) routes by load alone again
-// instead of by a frozen picture, and a later Attach may start a new view.
+// instead of by a frozen picture.
 func (v *view) stop() {
 	v.rt.viewOn.Store(false)
 	v.mu.Lock()
@@ -131,10 +146,6 @@ func (v *view) stop() {
 		_ = v.engine.UpdateTags(a, 0, viewTags)
 	}
 	v.mu.Unlock()
-	v.rt.view.CompareAndSwap(v, nil)
-	// Calls parked for the view route by load alone now.
-	v.rt.kick()
-	close(v.done)
 }
 
 func (v *view) jittered() time.Duration {
@@ -144,6 +155,7 @@ func (v *view) jittered() time.Duration {
 // probeResult is one member's answer to one probe.
 type probeResult struct {
 	addr string
+	peer string // peerAddr of the connection that answered
 	resp *pb.StatusResponse
 	err  error
 }
@@ -177,8 +189,9 @@ func (v *view) round(ctx context.Context, mc pb.MaintenanceClient) {
 		wg.Go(func() {
 			pctx, cancel := context.WithTimeout(WithMember(context.WithValue(ctx, probeKey{}, true), addr), v.timeout)
 			defer cancel()
-			resp, err := mc.Status(pctx, &pb.StatusRequest{})
-			results[i] = probeResult{addr: addr, resp: resp, err: err}
+			var p peer.Peer
+			resp, err := mc.Status(pctx, &pb.StatusRequest{}, grpc.Peer(&p))
+			results[i] = probeResult{addr: addr, peer: peerAddr(&p), resp: resp, err: err}
 			if err == nil {
 				// Its role is known now: calls waiting for a voter need not
 				// wait for the slowest probe of the round.
@@ -258,6 +271,9 @@ func (v *view) apply(snap []picker.EndpointStats, results []probeResult) {
 			m.lastErr = r.err.Error()
 			continue
 		}
+		if r.peer != "" && r.peer != r.addr {
+			v.peers[r.peer] = r.addr
+		}
 		s := r.resp
 		m.verified, m.lastErr = true, ""
 		m.id = s.GetHeader().GetMemberId()
@@ -292,6 +308,37 @@ func (v *view) apply(snap []picker.EndpointStats, results []probeResult) {
 		}
 		v.tagLocked(a, m)
 	}
+	for p, a := range v.peers {
+		if !have[a] {
+			delete(v.peers, p)
+		}
+	}
+}
+
+// memberAt returns the member whose connection's remote address is peer
+// (see peerAddr), or "" when the view does not know it.
+func (v *view) memberAt(peer string) string {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if _, ok := v.members[peer]; ok {
+		return peer
+	}
+	return v.peers[peer]
+}
+
+// peerAddr names the remote end of the connection that served a call (the
+// grpc.Peer call option fills p) as memberAddr names members: a TCP
+// address as "host:port", a unix socket as grpc's unix address. With an
+// endpoint given by host name the two differ ("10.0.0.1:2379" for
+// "etcd-0:2379"), which the view's peers map resolves.
+func peerAddr(p *peer.Peer) string {
+	if p.Addr == nil {
+		return ""
+	}
+	if p.Addr.Network() == "unix" {
+		return memberAddr("unix://" + p.Addr.String())
+	}
+	return p.Addr.String()
 }
 
 // tagLocked sets the engine's view tags of one member from m.
