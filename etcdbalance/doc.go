@@ -36,10 +36,14 @@
 // refuse most calls), and the monotonic guard re-issues a stale read as a
 // linearizable one.
 //
+// Both take Options: WithPickerConfig tunes the engine (picker.Config, one
+// struct for every knob, with its defaults and limits), the others switch
+// the cluster-aware rules below on or off.
+//
 // Stats returns each member's picks, requests in flight, open streams,
-// latency estimate, ejection state and cluster tags; ClusterView returns
-// the view (leader, learners, applied indexes, probe rounds completed) and
-// the monotonic guard's counters.
+// latency estimate, ejection state and role (leader, learner, lagging);
+// ClusterView returns the view (leader, learners, applied indexes, probe
+// rounds completed) and the monotonic guard's counters.
 //
 // # Routing rules
 //
