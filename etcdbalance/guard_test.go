@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/peer"
@@ -70,69 +72,61 @@ func TestGuardReissue(t *testing.T) {
 		var got []attempt
 		reply := &pb.RangeResponse{}
 		req := &pb.RangeRequest{Key: []byte("k"), Serializable: true}
-		if err := h.unaryInterceptor(ctx, mRange, req, reply, nil, scripted(t, script, &got)); err != nil {
-			t.Fatal(err)
-		}
-		if !req.Serializable {
-			t.Error("the caller's request was changed")
-		}
+		require.NoError(t, h.unaryInterceptor(ctx, mRange, req, reply, nil, scripted(t, script, &got)))
+		assert.True(t, req.Serializable, "the caller's request was changed")
 		return reply.Header.Revision, got
 	}
 	ctx := context.Background()
 
 	h, v := guardFixture(t, defaultRouting())
 	rev, got := read(h, ctx, []answer{{"b", 90}, {"c", 95}, {"a", 99}, {"", 100}})
-	want := []attempt{{true, true, false}, {true, true, false}, {true, true, true}, {false, false, false}}
-	if rev != 100 || len(got) != 4 || got[0] != want[0] || got[1] != want[1] || got[2] != want[2] || got[3] != want[3] {
-		t.Errorf("answers 90, 95, 99, 100: got revision %d after %+v, want 100 after %+v", rev, got, want)
-	}
-	if g := (GuardStats{Stale: h.e.guard.stale.Load(), RetriedElsewhere: h.e.guard.retryElsewhere.Load(), RetriedOnLeader: h.e.guard.retryLeader.Load(), RetriedLinearizable: h.e.guard.retryLinear.Load()}); g.Stale != 1 || g.RetriedElsewhere != 1 || g.RetriedOnLeader != 1 || g.RetriedLinearizable != 1 {
-		t.Errorf("counters %+v", g)
-	}
+	assert.Equal(t, int64(100), rev, "answers 90, 95, 99, 100")
+	assert.Equal(t, []attempt{{true, true, false}, {true, true, false}, {true, true, true}, {false, false, false}}, got,
+		"elsewhere, on the leader, then linearizable")
+	g := &h.e.guard
+	assert.Equal(t, []int64{1, 1, 1, 1}, []int64{g.stale.Load(), g.retryElsewhere.Load(), g.retryLeader.Load(), g.retryLinear.Load()},
+		"stale, retried elsewhere, on the leader, linearizable")
 	for _, a := range []string{"a", "b", "c"} {
-		if v.members[a].needRev != 100 {
-			t.Errorf("%s: needRev %d, want 100 (held out of guarded reads)", a, v.members[a].needRev)
-		}
+		assert.Equal(t, int64(100), v.members[a].needRev, "%s held out of guarded reads", a)
 	}
 
 	h, _ = guardFixture(t, defaultRouting())
-	if rev, got := read(h, ctx, []answer{{"b", 90}, {"c", 101}}); rev != 101 || len(got) != 2 {
-		t.Errorf("answers 90, 101: got %d after %+v, want 101 after 2 attempts", rev, got)
-	}
-	if h.e.guard.maxRev.Load() != 101 {
-		t.Errorf("highest revision seen %d, want 101", h.e.guard.maxRev.Load())
-	}
-	if rev, got := read(h, ctx, []answer{{"b", 150}}); rev != 150 || len(got) != 1 {
-		t.Errorf("answer 150: got %d after %+v", rev, got)
-	}
+	rev, got = read(h, ctx, []answer{{"b", 90}, {"c", 101}})
+	assert.Equal(t, int64(101), rev, "answers 90, 101")
+	assert.Len(t, got, 2)
+	assert.Equal(t, int64(101), h.e.guard.maxRev.Load(), "highest revision seen")
+	rev, got = read(h, ctx, []answer{{"b", 150}})
+	assert.Equal(t, int64(150), rev)
+	assert.Len(t, got, 1)
 	// Pinned to a member: its answer, whatever it is.
-	if rev, got := read(h, WithMember(ctx, "b"), []answer{{"b", 10}}); rev != 10 || len(got) != 1 {
-		t.Errorf("pinned: got %d after %+v, want the member's 10", rev, got)
-	}
+	rev, got = read(h, WithMember(ctx, "b"), []answer{{"b", 10}})
+	assert.Equal(t, int64(10), rev, "pinned: the member's answer")
+	assert.Len(t, got, 1)
 
 	// A member known by host name answers from its IP address: the view's
 	// probes mapped one to the other, and that member is held out.
 	h, v = guardFixture(t, defaultRouting())
 	v.peers = map[string]string{"10.0.0.2:2379": "b"}
-	if rev, got := read(h, ctx, []answer{{"10.0.0.2:2379", 90}, {"c", 100}}); rev != 100 || len(got) != 2 {
-		t.Errorf("answers 90 from b's address, 100: got %d after %+v", rev, got)
-	}
-	if v.members["b"].needRev != 100 || v.members["c"].needRev != 0 {
-		t.Errorf("needRev b %d, c %d; want b held (100), c not (0)", v.members["b"].needRev, v.members["c"].needRev)
-	}
+	rev, got = read(h, ctx, []answer{{"10.0.0.2:2379", 90}, {"c", 100}})
+	assert.Equal(t, int64(100), rev, "answers 90 from b's address, 100")
+	assert.Len(t, got, 2)
+	assert.Equal(t, int64(100), v.members["b"].needRev, "b held")
+	assert.Zero(t, v.members["c"].needRev, "c not held")
 
 	// Without a view: straight to a linearizable read.
 	h, _ = guardFixture(t, defaultRouting())
 	h.e.view.Store(nil)
-	if rev, got := read(h, ctx, []answer{{"b", 90}, {"", 100}}); rev != 100 || len(got) != 2 || got[1].serializable {
-		t.Errorf("no view: got %d after %+v, want a linearizable retry", rev, got)
+	rev, got = read(h, ctx, []answer{{"b", 90}, {"", 100}})
+	assert.Equal(t, int64(100), rev, "no view")
+	if assert.Len(t, got, 2) {
+		assert.False(t, got[1].serializable, "no view: a linearizable retry")
 	}
 
 	// Guard off: the stale answer stands.
 	set := defaultRouting()
 	set.monotonic = false
 	h, _ = guardFixture(t, set)
-	if rev, got := read(h, ctx, []answer{{"b", 90}}); rev != 90 || len(got) != 1 {
-		t.Errorf("guard off: got %d after %+v, want the stale 90", rev, got)
-	}
+	rev, got = read(h, ctx, []answer{{"b", 90}})
+	assert.Equal(t, int64(90), rev, "guard off: the stale answer")
+	assert.Len(t, got, 1)
 }
