@@ -89,9 +89,10 @@
 // are down waits for one (within its deadline); when every member of the
 // client is a learner, no member may ever serve it, so it goes to one,
 // which refuses it at once with etcd's "rpc not supported for learner", as
-// with stock clientv3. Lagging and behind members are relaxed into
-// serializable reads when no other member is connected: a stale answer
-// beats none, and the guard re-checks it.
+// with stock clientv3. Lagging and behind members are avoided by
+// serializable reads (picker.Request.Avoid): they serve one only when no
+// other member is connected, since a stale answer beats none, and the
+// guard re-checks it.
 //
 // Nothing that clientv3.New does itself (Authenticate, with Username and
 // Password; the version check, with RejectOldCluster) waits for the view,
@@ -245,7 +246,8 @@
 // (clientv3's resolver sends nothing else). For every call, the picker
 // classifies the method (a read, a write, a stream or other, as in the
 // table above), asks the engine for a member among those whose connection
-// is READY, by the rules above (picker.Request's Exclude, Prefer and Avoid over the view's tags),
+// is READY, by the rules above (picker.Request's Exclude, Avoid, Prefer
+// and Reserve over the view's tags and marks),
 // and hands the call to that member's child. When the call ends, its
 // outcome goes back to the engine: success; an error that blames the
 // member (Unavailable, ResourceExhausted "too many requests", Internal,

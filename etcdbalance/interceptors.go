@@ -57,7 +57,6 @@ func (h *handle) unaryInterceptor(ctx context.Context, method string, req, reply
 	// that overlap are not ordered with each other.
 	g := &e.guard
 	floor := g.maxRev.Load()
-	e.expireBehind()
 	var p peer.Peer // who answered, should the answer be below the floor
 	err := invoker(ctx, method, req, reply, cc, withPeer(opts, &p)...)
 	resp, ok := reply.(*pb.RangeResponse)
@@ -101,7 +100,6 @@ func (h *handle) streamInterceptor(ctx context.Context, desc *grpc.StreamDesc, c
 		ctx: ctx, e: e, g: &e.guard, peer: new(peer.Peer), floor: e.guard.maxRev.Load(), pinned: pinned,
 		desc: desc, cc: cc, method: method, streamer: streamer, opts: opts,
 	}
-	e.expireBehind()
 	cs, err := streamer(context.WithValue(ctx, readKey{}, &readMark{}), desc, cc, method, withPeer(opts, s.peer)...)
 	if err != nil {
 		return nil, err

@@ -23,8 +23,8 @@ const (
 	tagLagging
 	// tagBehind marks a member that answered a serializable read with a
 	// revision below one the client had already seen (monotonic guard):
-	// for 100ms, doubling while it keeps doing so up to the probe
-	// interval, or until a probe shows that it has caught up.
+	// a picker.Mark for 100ms, doubling while it keeps doing so up to the
+	// probe interval, or until a probe shows that it has caught up.
 	tagBehind
 	// tagUnverified marks a member that has not yet answered a probe, so
 	// its role (learner or voter) is not known. It is set only while the
@@ -73,7 +73,8 @@ type routing struct {
 	lagThreshold uint64
 	// leaderWrites: writes prefer the leader.
 	leaderWrites bool
-	// followerReads: reads avoid the leader (picker.Request.Avoid).
+	// followerReads: reads hold the leader in reserve
+	// (picker.Request.Reserve).
 	followerReads bool
 	// learnerReads: learners may serve serializable reads.
 	learnerReads bool
@@ -109,35 +110,6 @@ type router struct {
 	settled atomic.Bool
 	// changed is called by kick; nil while nobody listens.
 	changed atomic.Pointer[func()]
-
-	// behindExpiry is the earliest end of a tagBehind hold, in Unix
-	// nanoseconds; 0 when no member is held.
-	behindExpiry atomic.Int64
-}
-
-// expiryAt lowers behindExpiry to t.
-func (rt *router) expiryAt(t time.Time) {
-	n := t.UnixNano()
-	for {
-		cur := rt.behindExpiry.Load()
-		if (cur != 0 && cur <= n) || rt.behindExpiry.CompareAndSwap(cur, n) {
-			return
-		}
-	}
-}
-
-// expireBehind ends the tagBehind holds of e's view that are due. It
-// costs one atomic load while none is.
-func (e *entry) expireBehind() {
-	exp := e.rt.behindExpiry.Load()
-	if exp == 0 {
-		return
-	}
-	if now := time.Now(); now.UnixNano() >= exp {
-		if v := e.view.Load(); v != nil {
-			v.expireBehind(now)
-		}
-	}
 }
 
 func newRouter(set routing, eng *picker.Picker) *router {
@@ -183,16 +155,17 @@ const (
 // view has not yet told which members are voters, or the only members that
 // may serve the call are not connected.
 //
-// The exclusion steps, strictest first, relax only what is safe to relax:
+// Lagging and behind members are avoided by serializable reads
+// (picker.Request.Avoid): they serve only when no other member may, since
+// a stale answer beats none (the guard re-checks it). The exclusion steps,
+// strictest first, relax only what is safe to relax:
 //
-//  1. connected members, not lagging or behind (serializable reads), and
-//     for calls a learner refuses only members known to be voters;
-//  2. the same, lagging and behind ones allowed: a stale answer beats none
-//     (the guard re-checks it);
-//  3. calls a learner refuses, once the first probe round is over: members
+//  1. connected members, and for calls a learner refuses only members
+//     known to be voters;
+//  2. calls a learner refuses, once the first probe round is over: members
 //     whose role is still unknown (their probes failed, so they are most
 //     likely voters that are busy or that the client reaches badly);
-//  4. calls a learner refuses, when no member of the set can be anything
+//  3. calls a learner refuses, when no member of the set can be anything
 //     but a learner: a learner, which refuses the call at once with etcd's
 //     own error, as the stock client does.
 //
@@ -226,13 +199,13 @@ func pickRouted(eng *picker.Picker, rt *router, class rpcClass, kind picker.Kind
 		req.Reserve = tagLeader
 	}
 
-	var fresh picker.Tags // what serializable reads, backups and chunked reads want fresh members for
+	// Serializable reads, backups and chunked reads want fresh members.
 	if mode != overrideAny && (serial || method == methodSnapshot || method == methodRangeStream) {
 		if set.lagThreshold > 0 {
-			fresh |= tagLagging
+			req.Avoid |= tagLagging
 		}
 		if set.monotonic || method == methodSnapshot {
-			fresh |= tagBehind
+			req.Avoid |= tagBehind
 		}
 	}
 	var role picker.Tags // members that could refuse the call for their role
@@ -246,26 +219,16 @@ func pickRouted(eng *picker.Picker, rt *router, class rpcClass, kind picker.Kind
 		// does not answer.
 		return picker.Ticket{}, true, picker.ErrNoEligible
 	}
-	for _, ex := range [...]picker.Tags{tagDown | role | fresh, tagDown | role} {
-		req.Exclude = ex
-		if t, err = eng.Pick(req); err != picker.ErrNoEligible {
-			return t, false, err
-		}
-		if fresh == 0 {
-			break
-		}
-	}
-	if role == 0 {
+	req.Exclude = tagDown | role
+	if t, err = eng.Pick(req); err != picker.ErrNoEligible || role == 0 {
 		return t, false, err
 	}
 	if rt.viewOn.Load() && !rt.settled.Load() {
 		return picker.Ticket{}, true, picker.ErrNoEligible
 	}
-	for _, ex := range [...]picker.Tags{tagDown | tagLearner | fresh, tagDown | tagLearner} {
-		req.Exclude = ex
-		if t, err = eng.Pick(req); err != picker.ErrNoEligible {
-			return t, false, err
-		}
+	req.Exclude = tagDown | tagLearner
+	if t, err = eng.Pick(req); err != picker.ErrNoEligible {
+		return t, false, err
 	}
 	if eng.Eligible(tagLearner) {
 		// A member that may be a voter exists but is not connected: wait

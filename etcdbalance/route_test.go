@@ -2,6 +2,7 @@ package etcdbalance
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -28,7 +29,13 @@ func routedPicker(t *testing.T, set routing) *grpcPicker {
 	t.Helper()
 	// A clock that stands still: every call takes no time, so the latency
 	// estimates are equal and only the rules tell the members apart.
-	p, _ := testPickerWith(t, picker.Config{Policy: picker.LeastOutstanding, Clock: stoppedClock{}}, []string{"a", "b", "c", "d"}, "a", "b", "c", "d")
+	return routedPickerAt(t, set, stoppedClock{})
+}
+
+// routedPickerAt is routedPicker on clk, which only the test moves.
+func routedPickerAt(t *testing.T, set routing, clk picker.Clock) *grpcPicker {
+	t.Helper()
+	p, _ := testPickerWith(t, picker.Config{Policy: picker.LeastOutstanding, Clock: clk}, []string{"a", "b", "c", "d"}, "a", "b", "c", "d")
 	p.rt = newRouter(set, p.engine)
 	p.rt.viewOn.Store(true)
 	p.rt.settled.Store(true)
@@ -41,6 +48,12 @@ func routedPicker(t *testing.T, set routing) *grpcPicker {
 type stoppedClock struct{}
 
 func (stoppedClock) Now() time.Time { return time.Unix(1e9, 0) }
+
+// manualClock is a picker.Clock that moves only when the test says.
+type manualClock struct{ t atomic.Int64 }
+
+func (c *manualClock) Now() time.Time          { return time.Unix(0, c.t.Load()) }
+func (c *manualClock) advance(d time.Duration) { c.t.Add(int64(d)) }
 
 // tag replaces the view tags of addr.
 func tag(t *testing.T, p *grpcPicker, addr string, tags picker.Tags) {
@@ -226,13 +239,13 @@ func TestRoutingWaitsForTheView(t *testing.T) {
 // guarded reads for behindHold, then tried again; held longer if still
 // behind; and released at once by a probe that shows it caught up.
 func TestBehindHold(t *testing.T) {
-	p := routedPicker(t, defaultRouting())
+	clk := &manualClock{}
+	clk.t.Store(1e18)
+	p := routedPickerAt(t, defaultRouting(), clk)
 	v := &view{rt: p.rt, engine: p.engine, interval: time.Second, members: map[string]*memberState{}}
 	for _, a := range []string{"a", "b", "c", "d"} {
 		v.members[a] = &memberState{verified: true}
 	}
-	e := &entry{engine: p.engine, rt: p.rt}
-	e.view.Store(v)
 	behind := func() bool {
 		for _, s := range p.engine.Snapshot() {
 			if s.Addr == "b" {
@@ -245,12 +258,12 @@ func TestBehindHold(t *testing.T) {
 	if !behind() || v.members["b"].hold != behindHold {
 		t.Fatalf("after a stale answer: behind %v, hold %v", behind(), v.members["b"].hold)
 	}
-	e.expireBehind()
+	clk.advance(behindHold - 1)
 	if !behind() {
-		t.Fatal("the hold ended at once")
+		t.Fatal("the hold ended early")
 	}
-	v.expireBehind(time.Now().Add(behindHold))
-	if behind() || p.rt.behindExpiry.Load() != 0 {
+	clk.advance(1)
+	if behind() {
 		t.Fatal("the hold did not end")
 	}
 	v.markBehind("b", 120)
@@ -258,7 +271,7 @@ func TestBehindHold(t *testing.T) {
 		t.Errorf("second hold %v, want %v", h, 2*behindHold)
 	}
 	for range 10 {
-		v.expireBehind(time.Now().Add(time.Hour))
+		clk.advance(time.Hour)
 		v.markBehind("b", 130)
 	}
 	if h := v.members["b"].hold; h != time.Second {

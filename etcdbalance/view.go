@@ -2,7 +2,6 @@ package etcdbalance
 
 import (
 	"context"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -58,10 +57,11 @@ type memberState struct {
 	lag      uint64
 	lagging  bool
 	// needRev > 0: the member answered a read below this revision (the
-	// monotonic guard's floor); it is tagBehind until a probe shows it has
-	// reached it, or until behindUntil, whichever comes first.
+	// monotonic guard's floor); it is tagBehind (a picker.Mark) until a
+	// probe shows it has reached it, or until behindUntil (engine time),
+	// whichever comes first.
 	needRev     int64
-	behindUntil time.Time
+	behindUntil time.Duration
 	// hold is how long the last tagBehind was to last; it doubles while
 	// the member keeps answering below the floor, and starts again from
 	// behindHold once a probe shows it has caught up with lastNeed.
@@ -144,12 +144,13 @@ func (v *view) stop() {
 	v.stopped = true
 	for _, a := range v.engine.Endpoints() {
 		_ = v.engine.UpdateTags(a, 0, viewTags)
+		_ = v.engine.Mark(a, tagBehind, 0)
 	}
 	v.mu.Unlock()
 }
 
 func (v *view) jittered() time.Duration {
-	return time.Duration(float64(v.interval) * (1 + viewJitter*(2*rand.Float64()-1)))
+	return picker.Jitter(v.interval, viewJitter, nil)
 }
 
 // probeResult is one member's answer to one probe.
@@ -283,6 +284,7 @@ func (v *view) apply(snap []picker.EndpointStats, results []probeResult) {
 		m.lagging = v.rt.set.lagThreshold > 0 && m.lag > v.rt.set.lagThreshold
 		if m.needRev > 0 && m.rev >= m.needRev {
 			m.needRev = 0
+			_ = v.engine.Mark(r.addr, tagBehind, 0)
 		}
 		if m.rev >= m.lastNeed {
 			m.hold = 0
@@ -353,9 +355,6 @@ func (v *view) tagLocked(addr string, m *memberState) {
 	if m.lagging {
 		set |= tagLagging
 	}
-	if m.needRev > 0 {
-		set |= tagBehind
-	}
 	if !m.verified {
 		set |= tagUnverified
 	}
@@ -379,47 +378,19 @@ func (v *view) markBehind(addr string, floor int64) {
 	if addr == "" {
 		return
 	}
-	now := time.Now()
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	m := v.members[addr]
 	if m == nil || v.stopped {
 		return // not a member any more, or no view to clear the tag
 	}
-	if m.needRev == 0 {
+	if now := v.engine.Now(); m.needRev == 0 || now >= m.behindUntil {
 		m.hold = min(max(2*m.hold, behindHold), max(v.interval, behindHold))
-		m.behindUntil = now.Add(m.hold)
-		v.rt.expiryAt(m.behindUntil)
+		m.behindUntil = now + m.hold
+		_ = v.engine.Mark(addr, tagBehind, m.hold)
 	}
 	m.needRev = max(m.needRev, floor)
 	m.lastNeed = max(m.lastNeed, floor)
-	v.tagLocked(addr, m)
-}
-
-// expireBehind lifts the tagBehind holds that have ended, so that those
-// members are tried again (and held longer if still behind).
-func (v *view) expireBehind(now time.Time) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if v.stopped {
-		return
-	}
-	var next time.Time
-	for a, m := range v.members {
-		if m.needRev == 0 {
-			continue
-		}
-		if !now.Before(m.behindUntil) {
-			m.needRev = 0
-			v.tagLocked(a, m)
-		} else if next.IsZero() || m.behindUntil.Before(next) {
-			next = m.behindUntil
-		}
-	}
-	v.rt.behindExpiry.Store(0)
-	if !next.IsZero() {
-		v.rt.expiryAt(next)
-	}
 }
 
 // leaderKnown reports whether the last round found a leader.

@@ -53,7 +53,8 @@ type LeaderRule int
 const (
 	// Reserve holds the leader in reserve (picker.Request.Reserve).
 	Reserve LeaderRule = iota
-	// Avoid avoids it by cost (picker.Request.Avoid, Config.AvoidFactor).
+	// Avoid gives it reads only when no follower is eligible
+	// (picker.Request.Avoid).
 	Avoid
 	// Ordinary treats it like any member.
 	Ordinary
@@ -275,7 +276,7 @@ func Run(opt Options) (Result, error) {
 			return Result{}, err
 		}
 		if sc.Mix != nil {
-			if err := eng.SetTags(addrs[sc.Mix.Leader], leaderTag); err != nil {
+			if err := eng.UpdateTags(addrs[sc.Mix.Leader], leaderTag, 0); err != nil {
 				return Result{}, err
 			}
 		}

@@ -26,12 +26,9 @@ type runKey struct {
 	policy   picker.Policy
 	seed     uint64
 	noEject  bool // engine ejection off (EjectAfter -1)
-	// For scenarios with a Mix: how requests reach the engine, and
-	// avoid16 for the v3 adapter's current leader avoidance (Avoid with
-	// AvoidFactor 16).
-	est     Estimates
-	leader  LeaderRule
-	avoid16 bool
+	// For scenarios with a Mix: how requests reach the engine.
+	est    Estimates
+	leader LeaderRule
 }
 
 func (k runKey) String() string {
@@ -39,11 +36,8 @@ func (k runKey) String() string {
 	if k.noEject {
 		s += "/no-eject"
 	}
-	if k.est != PerClass || k.leader != Reserve || k.avoid16 {
+	if k.est != PerClass || k.leader != Reserve {
 		s += fmt.Sprintf("/%s/%s", k.est, k.leader)
-		if k.avoid16 {
-			s += "16"
-		}
 	}
 	return s
 }
@@ -64,9 +58,6 @@ func simulate(k runKey) (Result, error) {
 	opt := Options{Scenario: sc, Policy: k.policy, Seed: k.seed, Estimates: k.est, Leader: k.leader}
 	if k.noEject {
 		opt.Engine.EjectAfter = -1
-	}
-	if k.avoid16 {
-		opt.Engine.AvoidFactor = 16
 	}
 	return Run(opt)
 }
@@ -260,7 +251,7 @@ func TestIncident(t *testing.T) {
 func TestNoLostTickets(t *testing.T) {
 	t.Parallel()
 	for _, sc := range Scenarios() {
-		for _, p := range picker.Policies {
+		for _, p := range picker.Policies() {
 			t.Run(sc.Name+"/"+string(p), func(t *testing.T) {
 				t.Parallel()
 				result(t, runKey{scenario: sc.Name, policy: p, seed: 1})
@@ -307,35 +298,35 @@ func TestOutage(t *testing.T) {
 }
 
 // mixKey is a p2c-ewma run of a scenario with a Mix.
-func mixKey(scenario string, seed uint64, est Estimates, lr LeaderRule, avoid16 bool) runKey {
-	return runKey{scenario: scenario, policy: picker.P2CEWMA, seed: seed, est: est, leader: lr, avoid16: avoid16}
+func mixKey(scenario string, seed uint64, est Estimates, lr LeaderRule) runKey {
+	return runKey{scenario: scenario, policy: picker.P2CEWMA, seed: seed, est: est, leader: lr}
 }
 
 // TestLeaderRule checks the reserve rule (picker.Request.Reserve) on a
 // leader whose service time grows with its writes: while the followers are
 // healthy (lists) the leader takes far less than its fair share of reads;
 // when they are all slower (slow-followers) or saturated (saturated) it
-// takes reads, and the tail is better than with the cost-based avoidance
-// the v3 adapter used (Avoid, AvoidFactor 16).
+// takes reads, and the tail is better than when reads avoid the leader
+// outright (Request.Avoid: only when no follower is eligible).
 func TestLeaderRule(t *testing.T) {
 	t.Parallel()
 	forSeeds(t, func(t *testing.T, seed uint64) {
-		healthy := result(t, mixKey("lists", seed, PerClass, Reserve, false)).Mix
+		healthy := result(t, mixKey("lists", seed, PerClass, Reserve)).Mix
 		t.Logf("lists: leader read share %.4f (fair %.3f), follower max/mean %.3f", healthy.LeaderReadShare, healthy.FairShare, healthy.FollowerMaxOverMean)
 		if healthy.LeaderReadShare > healthy.FairShare/4 {
 			t.Errorf("lists: the leader took %.4f of reads with healthy followers, want ≤ a quarter of its fair share %.3f",
 				healthy.LeaderReadShare, healthy.FairShare)
 		}
 		for _, name := range []string{"slow-followers", "saturated"} {
-			res := result(t, mixKey(name, seed, PerClass, Reserve, false))
-			old := result(t, mixKey(name, seed, PerClass, Avoid, true))
-			t.Logf("%s: reserve: leader reads %.4f, p99 %.1f ms (point %.1f); avoid ×16: leader reads %.4f, p99 %.1f ms (point %.1f)",
+			res := result(t, mixKey(name, seed, PerClass, Reserve))
+			old := result(t, mixKey(name, seed, PerClass, Avoid))
+			t.Logf("%s: reserve: leader reads %.4f, p99 %.1f ms (point %.1f); avoid: leader reads %.4f, p99 %.1f ms (point %.1f)",
 				name, res.Mix.LeaderReadShare, res.Latency.P99, res.Mix.Point.P99, old.Mix.LeaderReadShare, old.Latency.P99, old.Mix.Point.P99)
 			if res.Mix.LeaderReadShare < res.Mix.FairShare/8 {
 				t.Errorf("%s: the leader took %.4f of reads, want ≥ %.3f: the followers are slower", name, res.Mix.LeaderReadShare, res.Mix.FairShare/8)
 			}
 			if res.Latency.P99 >= old.Latency.P99 || res.Errors > old.Errors {
-				t.Errorf("%s: reserve p99 %.1f ms (%d errors), no better than avoid ×16's %.1f ms (%d errors)",
+				t.Errorf("%s: reserve p99 %.1f ms (%d errors), no better than avoid's %.1f ms (%d errors)",
 					name, res.Latency.P99, res.Errors, old.Latency.P99, old.Errors)
 			}
 		}
@@ -348,9 +339,9 @@ func TestLeaderRule(t *testing.T) {
 func TestPerClassEstimates(t *testing.T) {
 	t.Parallel()
 	forSeeds(t, func(t *testing.T, seed uint64) {
-		pc := result(t, mixKey("lists", seed, PerClass, Reserve, false))
-		sh := result(t, mixKey("lists", seed, Shared, Reserve, false))
-		nz := result(t, mixKey("lists", seed, Normalized, Reserve, false))
+		pc := result(t, mixKey("lists", seed, PerClass, Reserve))
+		sh := result(t, mixKey("lists", seed, Shared, Reserve))
+		nz := result(t, mixKey("lists", seed, Normalized, Reserve))
 		for _, r := range []struct {
 			name string
 			res  Result
