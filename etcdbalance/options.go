@@ -41,14 +41,7 @@ func WithPickerConfig(pc picker.Config) Option { return func(o *options) { o.pic
 // counts as failed.
 func WithClusterView(interval time.Duration) Option {
 	return func(o *options) {
-		switch {
-		case interval == 0:
-			o.routing.viewInterval = DefaultViewInterval
-		case interval < 0:
-			o.routing.viewInterval = 0
-		default:
-			o.routing.viewInterval = interval
-		}
+		o.routing.viewInterval = setting(interval, DefaultViewInterval)
 	}
 }
 
@@ -82,14 +75,7 @@ func WithLearnerReads(on bool) Option { return func(o *options) { o.routing.lear
 // serializable reads like any other.
 func WithLagThreshold(entries int64) Option {
 	return func(o *options) {
-		switch {
-		case entries == 0:
-			o.routing.lagThreshold = DefaultLagThreshold
-		case entries < 0:
-			o.routing.lagThreshold = 0
-		default:
-			o.routing.lagThreshold = uint64(entries)
-		}
+		o.routing.lagThreshold = uint64(setting(entries, DefaultLagThreshold))
 	}
 }
 
@@ -99,6 +85,19 @@ func WithLagThreshold(entries int64) Option {
 // package doc for how, and what it costs). Off, a serializable read may be
 // answered by a member that has not applied what an earlier answer showed.
 func WithMonotonicReads(on bool) Option { return func(o *options) { o.routing.monotonic = on } }
+
+// setting is the routing setting for an option's argument v: 0 keeps the
+// default def, a negative value switches the feature off (0), any other
+// value is taken.
+func setting[T ~int64](v, def T) T {
+	switch {
+	case v == 0:
+		return def
+	case v < 0:
+		return 0
+	}
+	return v
+}
 
 // applyOptions folds opts into the defaults. The engine's configuration
 // is validated once, by the engine that reg.create builds from it.

@@ -296,19 +296,7 @@ func TestRoutedPickAllocs(t *testing.T) {
 	ctx, cancel := context.WithTimeout(serial(context.Background()), time.Hour)
 	defer cancel()
 	for _, method := range []string{mRange, mPut} {
-		info := balancer.PickInfo{FullMethodName: method, Ctx: ctx}
-		done := balancer.DoneInfo{BytesSent: true, BytesReceived: true}
-		pick := func() {
-			res, err := p.Pick(info)
-			if err != nil {
-				t.Fatal(err)
-			}
-			res.Done(done)
-		}
-		for range 100 {
-			pick()
-		}
-		if n := testing.AllocsPerRun(1000, pick); n != 0 {
+		if n := pickAllocs(t, p, balancer.PickInfo{FullMethodName: method, Ctx: ctx}); n != 0 {
 			t.Errorf("%s: Pick+Done allocates %v times per call", method, n)
 		}
 	}
