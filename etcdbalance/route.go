@@ -192,10 +192,15 @@ func pickRouted(eng *picker.Picker, rt *router, class rpcClass, kind picker.Kind
 	case mode == overrideAny:
 	case class == rpcWrite && set.leaderWrites:
 		req.Prefer = tagLeader
-	case class == rpcRead && set.followerReads:
+	case class == rpcRead && set.followerReads && req.Class != picker.ClassRange:
 		// The leader carries every write and all replication: it serves
-		// reads only while every follower is measurably slower
-		// (picker.Config.ReserveRatio), and a probe now and then.
+		// reads of single keys only while every follower is measurably
+		// slower (picker.Config.ReserveRatio), and a probe now and then.
+		// Lists are not held back: bound by the bandwidth of the link that
+		// carries their answer rather than by the member, they queue
+		// behind each other, and n links drain them faster than n-1. The
+		// cost (estimate × in flight) keeps the leader's share of them near
+		// 1/n, and lower while its writes make it slower.
 		req.Reserve = tagLeader
 	}
 

@@ -439,7 +439,8 @@ func (s *sim) requestFor(cls picker.Class) picker.Request {
 	switch {
 	case cls == picker.ClassWrite:
 		r.Prefer = leaderTag
-	case s.opt.Leader == Reserve:
+	case s.opt.Leader == Reserve && cls != picker.ClassRange:
+		// As etcdbalance: Lists are shared by cost with the leader.
 		r.Reserve = leaderTag
 	case s.opt.Leader == Avoid:
 		r.Avoid = leaderTag

