@@ -131,7 +131,10 @@ func TestRoutingRules(t *testing.T) {
 	check("member list", route(t, p, mMemberList, ctx, n), "a", "b", "c")
 	check("status", route(t, p, methodStatus, ctx, n), "a", "b", "c", "d")
 	check("snapshot", route(t, p, methodSnapshot, ctx, n), "a", "b", "c")
-	check("range stream", route(t, p, methodRangeStream, ctx, n), "b", "c")
+	// Lists (a Range with a range_end, a RangeStream) share the leader by
+	// cost: only single-key reads hold it in reserve.
+	check("range stream", route(t, p, methodRangeStream, ctx, n), "a", "b", "c")
+	check("lists", route(t, p, mRange, context.WithValue(ctx, readKey{}, &readMark{ranged: true}), n), "a", "b", "c")
 	check("WithLeader reads", route(t, p, mRange, WithLeader(serial(ctx)), n), "a")
 	check("WithAnyMember linearizable reads", route(t, p, mRange, WithAnyMember(ctx), n), "a", "b", "c")
 	check("WithAnyMember writes", route(t, p, mPut, WithAnyMember(ctx), n), "a", "b", "c")
@@ -143,7 +146,7 @@ func TestRoutingRules(t *testing.T) {
 	check("serializable reads, b lagging, d behind", route(t, p, mRange, serial(ctx), n), "c")
 	check("linearizable reads, b lagging", route(t, p, mRange, ctx, n), "b", "c")
 	check("snapshot, b lagging", route(t, p, methodSnapshot, ctx, n), "a", "c")
-	check("range stream, b lagging", route(t, p, methodRangeStream, ctx, n), "c")
+	check("range stream, b lagging", route(t, p, methodRangeStream, ctx, n), "a", "c")
 	check("WithAnyMember serializable reads", route(t, p, mRange, WithAnyMember(serial(ctx)), n), "a", "b", "c", "d")
 	tag(t, p, "c", tagLagging)
 	check("serializable reads, every follower stale", route(t, p, mRange, serial(ctx), n), "a")
