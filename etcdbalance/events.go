@@ -162,10 +162,15 @@ func (el *eventLog) allow(k logKey) (suppressed int, ok bool) {
 	return n, true
 }
 
-// reissued reports that the guard sent a read that addr answered below the
-// floor again, to where.
-func (rt *router) reissued(addr, to string) {
-	rt.engine.Emit(picker.Event{Kind: picker.EventGuardReissue, Addr: addr, Reason: to})
+// reissued reports that the guard sent a read again, to where, that the
+// member at remote address answered below the floor.
+func (e *entry) reissued(answered, to string) {
+	if v := e.view.Load(); v != nil {
+		if m := v.memberAt(answered); m != "" {
+			answered = m
+		}
+	}
+	e.engine.Emit(picker.Event{Kind: picker.EventGuardReissue, Addr: answered, Reason: to})
 }
 
 // event queues an event of the view, to be emitted by flush once v.mu is
@@ -197,7 +202,7 @@ func (v *view) flush() {
 // whose rounds find no leader for a while gives one event), learner seen
 // or promoted, lagging or caught up. v.mu must be held.
 func (v *view) noteTagsLocked(addr string, m *memberState, set picker.Tags) {
-	if set&TagLeader != 0 && addr != v.lastLeader {
+	if set&tagLeader != 0 && addr != v.lastLeader {
 		v.lastLeader = addr
 		v.event(picker.Event{Kind: picker.EventLeaderChanged, Addr: addr})
 	}

@@ -101,8 +101,9 @@
 // response header), for v2 the HTTP transport under the client records the
 // host of every answered request.
 //
-// -reserve-ratio and -follower-reads=false pass WithReserveRatio and
-// WithFollowerReads(false) to the etcdbalance rows, for diagnosis.
+// -reserve-ratio and -follower-reads=false pass picker.Config.ReserveRatio
+// (WithPickerConfig) and WithFollowerReads(false) to the etcdbalance rows,
+// for diagnosis.
 //
 // -events prints each etcdbalance row's event log to stderr when the row
 // ends: every client's balancer events (members ejected, probed, restored,
