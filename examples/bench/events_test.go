@@ -69,3 +69,17 @@ func TestEventsFlagSmoke(t *testing.T) {
 		}
 	}
 }
+
+// TestEventsWithReserveRatio: -events and -reserve-ratio both reach an
+// etcdbalance row's engine configuration (one WithPickerConfig).
+func TestEventsWithReserveRatio(t *testing.T) {
+	var stderr bytes.Buffer
+	o, err := parseFlags([]string{"-policies", "etcdbalance", "-events", "-reserve-ratio", "2"}, &stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := o.policies[0]
+	if p.events == nil || p.pickerCfg.ReserveRatio != 2 {
+		t.Fatalf("events %v, picker config %+v: want both flags", p.events != nil, p.pickerCfg)
+	}
+}

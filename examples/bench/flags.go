@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/etcdbalance/etcdbalance-go/etcdbalance"
-	"github.com/etcdbalance/etcdbalance-go/picker"
 )
 
 // options are the parsed and checked command-line flags.
@@ -127,7 +126,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 			continue
 		}
 		if *reserveRatio != 0 {
-			p.ebOpts = append(p.ebOpts, etcdbalance.WithPickerConfig(picker.Config{ReserveRatio: *reserveRatio}))
+			p.pickerCfg.ReserveRatio = *reserveRatio
 			p.about += fmt.Sprintf("; -reserve-ratio %v", *reserveRatio)
 		}
 		if *events {

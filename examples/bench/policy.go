@@ -37,8 +37,10 @@ type policy struct {
 	// reads them when it runs, so flags can add to them).
 	ebOpts []etcdbalance.Option
 	eb     bool // built by etcdbalance.New
-	// events, with -events, records an etcdbalance row's events.
-	events *eventLog
+	// pickerCfg is an etcdbalance row's engine configuration (flags set
+	// fields of it); events, with -events, records the row's events.
+	pickerCfg picker.Config
+	events    *eventLog
 	// newV2 builds a v2 client; closeFn releases what the client alone
 	// does not (v2compat's leader poll).
 	newV2 func(cfg client.Config) (c client.Client, closeFn func(), err error)
@@ -129,11 +131,12 @@ func allPolicies() []*policy {
 func ebPolicy(name, about, only string, opts ...etcdbalance.Option) *policy {
 	p := &policy{name: name, about: about, only: only, ebOpts: opts, eb: true}
 	p.newV3 = func(cfg clientv3.Config) (*clientv3.Client, error) {
-		opts := p.ebOpts
-		if p.events != nil { // first: the options after it change single fields
-			opts = append([]etcdbalance.Option{etcdbalance.WithPickerConfig(picker.Config{Events: p.events.client()})}, opts...)
+		// One WithPickerConfig: a second would replace the first whole.
+		pc := p.pickerCfg
+		if p.events != nil {
+			pc.Events = p.events.client()
 		}
-		return etcdbalance.New(cfg, opts...)
+		return etcdbalance.New(cfg, append([]etcdbalance.Option{etcdbalance.WithPickerConfig(pc)}, p.ebOpts...)...)
 	}
 	return p
 }
