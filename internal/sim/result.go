@@ -44,6 +44,10 @@ type Result struct {
 	// Recovery follows the scenario's first Slow fault that heals inside the
 	// measured period, if any.
 	Recovery *RecoveryStats `json:"recovery,omitempty"`
+	// Phases and Oscillation describe the phases of a scenario with Phase
+	// set.
+	Phases      []PhaseStats `json:"phases,omitempty"`
+	Oscillation *Oscillation `json:"oscillation,omitempty"`
 	// PicksPerSecond[k][m] counts the requests picked for member m during
 	// second k of the run, warm-up included.
 	PicksPerSecond [][]int `json:"-"`
@@ -292,6 +296,7 @@ func (s *sim) result(pol picker.Policy) Result {
 		r.Blackhole = s.blackholeStats()
 	}
 	r.Recovery = s.recoveryStats()
+	r.Phases, r.Oscillation = s.phaseStats()
 	return r
 }
 

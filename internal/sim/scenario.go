@@ -69,6 +69,10 @@ type Scenario struct {
 	// Mix, when set, gives the cluster a leader and the requests classes;
 	// nil is the plain model: every request a point read, no leader.
 	Mix *Mix
+	// Phase, when set, cuts the measured period into phases of this length
+	// (whole seconds), each reported in Result.Phases; Settle is the start
+	// of each phase left out of its steady windows (see PhaseStats).
+	Phase, Settle time.Duration
 }
 
 // Mix is a request mix on a cluster with a leader. A request is a write
@@ -213,9 +217,9 @@ func ScenarioNames() []string {
 	return names
 }
 
-// Lookup returns the named scenario.
+// Lookup returns the named scenario, from Scenarios or ScaleScenarios.
 func Lookup(name string) (Scenario, bool) {
-	for _, s := range Scenarios() {
+	for _, s := range append(Scenarios(), ScaleScenarios()...) {
 		if s.Name == name {
 			return s, true
 		}
@@ -294,6 +298,9 @@ func (s Scenario) Validate() error {
 		return fmt.Errorf("sim: scenario %q: load %v must be in (0, 1)", s.Name, s.Load)
 	case s.ThinkTime() <= 0:
 		return fmt.Errorf("sim: scenario %q: too few loops for load %v (think time %v)", s.Name, s.Load, s.ThinkTime())
+	}
+	if err := s.validatePhases(); err != nil {
+		return err
 	}
 	for i, f := range s.Faults {
 		switch {

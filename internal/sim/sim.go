@@ -208,6 +208,7 @@ type sim struct {
 	readPicks []int      // ... of reads
 	classLat  [3][]int64 // measured latencies by picker.Class (Mix)
 	perSecond [][]int    // picks per member per second of the run
+	phaseLat  [][]int64  // measured latencies by phase (Scenario.Phase)
 	bh        *bhTrack
 	err       error
 }
@@ -252,6 +253,9 @@ func Run(opt Options) (Result, error) {
 		opt:      opt,
 	}
 	s.readPicks = make([]int, sc.Members)
+	if sc.Phase > 0 {
+		s.phaseLat = make([][]int64, sc.Measure/sc.Phase)
+	}
 	s.perSecond = make([][]int, int(s.mEnd/int64(time.Second))+1)
 	for i := range s.perSecond {
 		s.perSecond[i] = make([]int, sc.Members)
@@ -618,6 +622,7 @@ func (s *sim) finish(r *request, res picker.Result) {
 	r.loop.client.eng.Done(r.ticket, o)
 	if r.measured {
 		s.latencies = append(s.latencies, s.now-r.issued)
+		s.recordPhase(r)
 		if s.sc.Mix != nil {
 			s.classLat[r.class] = append(s.classLat[r.class], s.now-r.issued)
 		}

@@ -4,6 +4,8 @@
 // Usage:
 //
 //	go run ./internal/sim/cmd/simulate -scenario NAME [-seed N] [-json]
+//	        (NAME also one of the scale scenarios: scale-5-60, scale-5-90,
+//	        scale-7-60, scale-7-90)
 //	        [-policy p2c-ewma,round-robin,...] [-eject-after N]
 //	        [-estimates per-class|shared|normalized] [-leader reserve|avoid|ordinary]
 //	        [-avoid-factor F] [-reserve-ratio R]
@@ -44,7 +46,11 @@ func main() {
 func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("simulate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	scenario := fs.String("scenario", "", "scenario to run, one of: "+strings.Join(sim.ScenarioNames(), ", "))
+	names := sim.ScenarioNames()
+	for _, sc := range sim.ScaleScenarios() {
+		names = append(names, sc.Name)
+	}
+	scenario := fs.String("scenario", "", "scenario to run, one of: "+strings.Join(names, ", "))
 	seed := fs.Uint64("seed", 1, "random seed; the same seed gives the same output")
 	asJSON := fs.Bool("json", false, "print one JSON object instead of a table")
 	policies := fs.String("policy", "", "comma-separated policies to run (default: all)")
@@ -67,11 +73,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return fail("unexpected argument %q", fs.Arg(0))
 	}
 	if *scenario == "" {
-		return fail("-scenario is required (one of: %s)", strings.Join(sim.ScenarioNames(), ", "))
+		return fail("-scenario is required (one of: %s)", strings.Join(names, ", "))
 	}
 	sc, ok := sim.Lookup(*scenario)
 	if !ok {
-		return fail("unknown scenario %q (want one of: %s)", *scenario, strings.Join(sim.ScenarioNames(), ", "))
+		return fail("unknown scenario %q (want one of: %s)", *scenario, strings.Join(names, ", "))
 	}
 	pols := picker.Policies
 	if *policies != "" {
@@ -179,6 +185,9 @@ func printTable(w io.Writer, rep sim.Report) {
 		}
 		tw.Flush()
 	}
+	if len(rep.Results) > 0 && rep.Results[0].Oscillation != nil {
+		printPhases(w, rep)
+	}
 	if len(rep.Results) > 0 && rep.Results[0].Recovery != nil {
 		rc := rep.Results[0].Recovery
 		fmt.Fprintf(w, "\nrecovery of member %d, healed at %gs (share / fair share %.2f):\n", rc.Member, rc.HealS, rc.FairShare)
@@ -190,4 +199,24 @@ func printTable(w io.Writer, rep sim.Report) {
 		}
 		tw.Flush()
 	}
+}
+
+// printPhases prints the phases of a scale scenario (sim.ScaleScenario):
+// p99 and max/mean share of each phase, and the share oscillation.
+func printPhases(w io.Writer, rep sim.Report) {
+	fmt.Fprintf(w, "\nphases (max/mean over the steady windows; oscillation = share std dev over them):\n")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	head := "policy            \toscillation\t"
+	for _, ps := range rep.Results[0].Phases {
+		head += fmt.Sprintf("%g-%gs p99 ms\tmax/mean\t", ps.StartS, ps.EndS)
+	}
+	fmt.Fprintln(tw, head)
+	for _, r := range rep.Results {
+		line := fmt.Sprintf("%-18s\t%.4f\t", r.Policy, r.Oscillation.Max)
+		for _, ps := range r.Phases {
+			line += fmt.Sprintf("%.1f\t%.3f\t", ps.Latency.P99, ps.MaxOverMeanShare)
+		}
+		fmt.Fprintln(tw, line)
+	}
+	tw.Flush()
 }
