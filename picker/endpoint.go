@@ -11,21 +11,22 @@ import (
 // since its epoch, always > 0 once set.
 type endpoint struct {
 	est          [numClasses]classEst
-	lastDone     int64  // last completion of a unary request, any outcome
-	busySince    int64  // when inflight last went from 0 to 1
-	slowSince    int64  // start of the current slow start; 0 = none
-	picks        int64  // tickets issued, unary and stream
-	inflight     int64  // unary requests in flight
-	streams      int64  // streams open
-	failures     int64  // blamed failures, total
-	consecFail   int64  // blamed failures since the last success
-	ejectedUntil int64  // 0 = not ejected; else when the probe may go
-	ejections    int64  // ejections in a row, for the backoff
-	lastEjectEnd int64  // when the last ejection ended, to reset the backoff
-	lastFail     int64  // when the last blamed failure came back
-	reserveProbe int64  // when the last reserve probe was issued (Request.Reserve)
-	tags         uint32 // caller-defined Tags
-	probing      int32  // 1 while the single probe after an ejection is out
+	hist         [numClasses]histogram // OK latencies, for Quantile
+	lastDone     int64                 // last completion of a unary request, any outcome
+	busySince    int64                 // when inflight last went from 0 to 1
+	slowSince    int64                 // start of the current slow start; 0 = none
+	picks        int64                 // tickets issued, unary and stream
+	inflight     int64                 // unary requests in flight
+	streams      int64                 // streams open
+	failures     int64                 // blamed failures, total
+	consecFail   int64                 // blamed failures since the last success
+	ejectedUntil int64                 // 0 = not ejected; else when the probe may go
+	ejections    int64                 // ejections in a row, for the backoff
+	lastEjectEnd int64                 // when the last ejection ended, to reset the backoff
+	lastFail     int64                 // when the last blamed failure came back
+	reserveProbe int64                 // when the last reserve probe was issued (Request.Reserve)
+	tags         uint32                // caller-defined Tags
+	probing      int32                 // 1 while the single probe after an ejection is out
 
 	addr string // immutable
 }

@@ -532,6 +532,7 @@ func (p *Picker) Done(t Ticket, o Outcome) {
 				el = int64(o.Latency)
 			}
 			p.observe(e, t.class, clampSample(el), now, false, t.reserve)
+			e.hist[t.class].add(el, now)
 		}
 		p.succeed(e, now, t.probe)
 	case Failed, DeadlineExceeded:
