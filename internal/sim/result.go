@@ -12,6 +12,8 @@ import (
 // issued in the measured period, whenever they ended.
 type Result struct {
 	Policy picker.Policy `json:"policy"`
+	// Hedged: reads were hedged (Options.Hedge).
+	Hedged bool `json:"hedged,omitempty"`
 	// Requests issued in the measured period.
 	Requests int `json:"requests"`
 	// Errors = DeadlineErrors + FailedErrors.
@@ -48,6 +50,8 @@ type Result struct {
 	// set.
 	Phases      []PhaseStats `json:"phases,omitempty"`
 	Oscillation *Oscillation `json:"oscillation,omitempty"`
+	// Hedge describes hedging (Options.Hedge) and pauses (Scenario.Pauses).
+	Hedge *HedgeStats `json:"hedge,omitempty"`
 	// PicksPerSecond[k][m] counts the requests picked for member m during
 	// second k of the run, warm-up included.
 	PicksPerSecond [][]int `json:"-"`
@@ -297,6 +301,8 @@ func (s *sim) result(pol picker.Policy) Result {
 	}
 	r.Recovery = s.recoveryStats()
 	r.Phases, r.Oscillation = s.phaseStats()
+	r.Hedge = s.hedgeStats()
+	r.Hedged = s.hedge != nil
 	return r
 }
 

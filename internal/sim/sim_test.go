@@ -32,6 +32,7 @@ type runKey struct {
 	est     Estimates
 	leader  LeaderRule
 	avoid16 bool
+	hedge   bool // Options.Hedge with its defaults
 }
 
 func (k runKey) String() string {
@@ -44,6 +45,9 @@ func (k runKey) String() string {
 		if k.avoid16 {
 			s += "16"
 		}
+	}
+	if k.hedge {
+		s += "/hedged"
 	}
 	return s
 }
@@ -67,6 +71,9 @@ func simulate(k runKey) (Result, error) {
 	}
 	if k.avoid16 {
 		opt.Engine.AvoidFactor = 16
+	}
+	if k.hedge {
+		opt.Hedge = &Hedge{}
 	}
 	return Run(opt)
 }

@@ -8,7 +8,7 @@
 //	        scale-7-60, scale-7-90)
 //	        [-policy p2c-ewma,round-robin,...] [-eject-after N]
 //	        [-estimates per-class|shared|normalized] [-leader reserve|avoid|ordinary]
-//	        [-avoid-factor F] [-reserve-ratio R]
+//	        [-avoid-factor F] [-reserve-ratio R] [-hedge]
 //
 // The last four matter only for the scenarios with a leader (lists,
 // slow-followers, saturated): how request classes and the leader are
@@ -58,6 +58,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	estimates := fs.String("estimates", "per-class", "how request classes reach the engine: per-class (Request.Class), shared (one estimate) or normalized (one estimate, range samples divided by their size)")
 	leader := fs.String("leader", "reserve", "how reads treat the leader: reserve (Request.Reserve), avoid (Request.Avoid) or ordinary")
 	avoidFactor := fs.Float64("avoid-factor", 0, fmt.Sprintf("engine AvoidFactor, for -leader avoid (0: the engine default, %g)", picker.DefaultAvoidFactor))
+	hedge := fs.Bool("hedge", false, "add a p2c-ewma row with hedged reads (sim.Hedge defaults: after the member's p95, budget 5% of reads)")
 	reserveRatio := fs.Float64("reserve-ratio", 0, fmt.Sprintf("engine ReserveRatio, for -leader reserve (0: the engine default, %g)", picker.DefaultReserveRatio))
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -109,6 +110,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return fail("%v", err)
 	}
 	rep, err := sim.RunScenario(sc, *seed, pols, base)
+	if err == nil && *hedge {
+		opt := base
+		opt.Scenario, opt.Policy, opt.Seed, opt.Hedge = sc, picker.P2CEWMA, *seed, &sim.Hedge{}
+		var r sim.Result
+		if r, err = sim.Run(opt); err == nil {
+			rep.Results = append(rep.Results, r)
+		}
+	}
 	if err != nil {
 		fmt.Fprintln(stderr, "simulate:", err)
 		return 1
@@ -152,7 +161,7 @@ func printTable(w io.Writer, rep sim.Report) {
 			shares[i] = fmt.Sprintf("%.3f", s)
 		}
 		fmt.Fprintf(tw, "%-18s\t%d\t%d\t%d\t%.1f\t%.1f\t%.1f\t%.1f\t%.2f\t%.3f\t%s\t\n",
-			r.Policy, r.Requests, r.Errors, r.Lost, r.Latency.P50, r.Latency.P90, r.Latency.P99,
+			rowName(r), r.Requests, r.Errors, r.Lost, r.Latency.P50, r.Latency.P90, r.Latency.P99,
 			r.Latency.P999, r.Utilization, r.MaxOverMeanShare, strings.Join(shares, " "))
 	}
 	tw.Flush()
@@ -188,6 +197,18 @@ func printTable(w io.Writer, rep sim.Report) {
 	if len(rep.Results) > 0 && rep.Results[0].Oscillation != nil {
 		printPhases(w, rep)
 	}
+	if len(rep.Results) > 0 && rep.Results[len(rep.Results)-1].Hedge != nil {
+		fmt.Fprintf(w, "\nhedging and pauses (healthy: requests no pause touched; extra: hedges over reads, whole run):\n")
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "policy            \tp99 ms\tp99.9 ms\thealthy p99.9 ms\thedges\textra\tcopy won\tpauses\t")
+		for _, r := range rep.Results {
+			if h := r.Hedge; h != nil {
+				fmt.Fprintf(tw, "%-18s\t%.1f\t%.1f\t%.1f\t%d\t%.4f\t%d\t%d\t\n", rowName(r), r.Latency.P99, r.Latency.P999,
+					h.Healthy.P999, h.Hedges, h.ExtraLoad, h.HedgeWins, h.Pauses)
+			}
+		}
+		tw.Flush()
+	}
 	if len(rep.Results) > 0 && rep.Results[0].Recovery != nil {
 		rc := rep.Results[0].Recovery
 		fmt.Fprintf(w, "\nrecovery of member %d, healed at %gs (share / fair share %.2f):\n", rc.Member, rc.HealS, rc.FairShare)
@@ -219,4 +240,12 @@ func printPhases(w io.Writer, rep sim.Report) {
 		fmt.Fprintln(tw, line)
 	}
 	tw.Flush()
+}
+
+// rowName is the policy of r, marked when its reads were hedged.
+func rowName(r sim.Result) string {
+	if r.Hedged {
+		return string(r.Policy) + "+hedging"
+	}
+	return string(r.Policy)
 }
