@@ -97,6 +97,9 @@ func New(cfg clientv3.Config, opts ...Option) (*clientv3.Client, error) {
 func DialOptions(opts ...Option) []grpc.DialOption {
 	o, err := applyOptions(opts)
 	if err != nil {
+		if herr := checkHedge(o.routing.hedge); herr != nil {
+			return badHedgeDialOptions(herr)
+		}
 		// The config carries the bad value, so the dial fails with the
 		// parser's description of it.
 		return dialOptions("", o.picker, &handle{})

@@ -472,5 +472,8 @@ func applyOptions(opts []Option) (options, error) {
 			opt(&o)
 		}
 	}
+	if err := checkHedge(o.routing.hedge); err != nil {
+		return o, err
+	}
 	return o, validate(o.picker)
 }

@@ -61,6 +61,14 @@ func (p *grpcPicker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	} else {
 		var wait bool
 		t, wait, err = pickRouted(p.engine, p.rt, class, kind, info.FullMethodName, overrideOf(info.Ctx), mark)
+		if skip := skipOf(info.Ctx); mark != nil && skip != "" && err == nil && !wait { // a hedge copy (hedge.go)
+			t, wait, err = pickSkipping(skip, t, p.engine, func() (picker.Ticket, bool, error) {
+				return pickRouted(p.engine, p.rt, class, kind, info.FullMethodName, overrideOf(info.Ctx), mark)
+			})
+			if _, ok := status.FromError(err); ok && err != nil {
+				return balancer.PickResult{}, err
+			}
+		}
 		if wait {
 			return balancer.PickResult{}, balancer.ErrNoSubConnAvailable
 		}
@@ -84,6 +92,9 @@ func (p *grpcPicker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	}
 	if mark != nil {
 		mark.addr = t.Addr()
+		if hc := hedgeCallOf(info.Ctx); hc != nil {
+			hc.picked(p.engine, t) // arm the hedge (hedge.go)
+		}
 	}
 	r := recordPool.Get().(*callRecord)
 	r.engine, r.ticket, r.next, r.timeout = p.engine, t, res.Done, 0

@@ -79,6 +79,8 @@ type routing struct {
 	learnerReads bool
 	// monotonic: the monotonic-read guard.
 	monotonic bool
+	// hedge: the WithHedgedReads budget; 0 = no hedging.
+	hedge float64
 }
 
 func defaultRouting() routing {
@@ -115,6 +117,7 @@ type router struct {
 	// behindExpiry is the earliest end of a TagBehind hold, in Unix
 	// nanoseconds; 0 when no member is held.
 	behindExpiry atomic.Int64
+	hedge        *hedger // WithHedgedReads; nil = off
 }
 
 // expiryAt lowers behindExpiry to t.
@@ -143,7 +146,7 @@ func (rt *router) expireBehind() {
 }
 
 func newRouter(set routing, eng *picker.Picker) *router {
-	return &router{set: set, engine: eng}
+	return &router{set: set, engine: eng, hedge: newHedger(set.hedge)}
 }
 
 // kick makes the attached balancer publish a new picker, so that calls

@@ -1,0 +1,292 @@
+package etcdbalance
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/etcdbalance/etcdbalance-go/picker"
+)
+
+// Hedged reads (WithHedgedReads), after "The Tail at Scale" (Dean and
+// Barroso).
+const (
+	// hedgeQuantile is the share of a member's recent answers that may come
+	// before the copy is sent (see WithHedgedReads).
+	hedgeQuantile = 0.95
+	// hedgeBurst is the most hedge tokens a client saves up.
+	hedgeBurst = 10
+	// tokenUnit is one token in the bucket's fixed-point count.
+	tokenUnit = 1 << 20
+)
+
+// WithHedgedReads hedges serializable Ranges (see hedgeQuantile), within a
+// budget: each serializable Range earns the client budget of a token, up to
+// 10 tokens, and each copy spends one, so copies never exceed budget of
+// those reads (plus the 10 saved up), and hedging cannot feed an overload.
+// budget must be in (0, 1]; 0.05, the usual choice, adds at most 5%.
+// Default off. Never hedged: writes, linearizable reads, streams, calls
+// pinned with WithMember, and anything else. Both attempts are routed like
+// any serializable read (lagging and, with the monotonic guard, behind
+// members left out), and the guard checks the answer that wins.
+func WithHedgedReads(budget float64) Option {
+	return func(o *options) { o.routing.hedge = budget }
+}
+
+// checkHedge validates the WithHedgedReads budget.
+func checkHedge(budget float64) error {
+	if budget != 0 && !(budget > 0 && budget <= 1) {
+		return fmt.Errorf("etcdbalance: invalid configuration: hedged reads budget %v must be in (0, 1]", budget)
+	}
+	return nil
+}
+
+// hedger is one client's hedging state: its token bucket.
+type hedger struct {
+	earn   int64 // tokenUnit × budget
+	tokens atomic.Int64
+}
+
+func newHedger(budget float64) *hedger {
+	if !(budget > 0) {
+		return nil
+	}
+	return &hedger{earn: int64(math.Ceil(budget * tokenUnit))}
+}
+
+// earned adds one read's share of a token.
+func (h *hedger) earned() {
+	for {
+		v := h.tokens.Load()
+		n := min(v+h.earn, hedgeBurst*tokenUnit)
+		if n == v || h.tokens.CompareAndSwap(v, n) {
+			return
+		}
+	}
+}
+
+// spend takes a token, if there is one.
+func (h *hedger) spend() bool {
+	for {
+		v := h.tokens.Load()
+		if v < tokenUnit {
+			return false
+		}
+		if h.tokens.CompareAndSwap(v, v-tokenUnit) {
+			return true
+		}
+	}
+}
+
+// hedgeKey carries a *hedgeCall in the first attempt's context;
+// skipKey the member the copy must not go to.
+type (
+	hedgeKey struct{}
+	skipKey  struct{}
+)
+
+// hedgeCall is one hedged read: the first attempt runs on the caller's
+// goroutine; its pick arms a timer, which sends the copy.
+type hedgeCall struct {
+	h       *hedger
+	ctx     context.Context // the call's context, for the copy
+	cancel1 context.CancelFunc
+	send    func(ctx context.Context) (*pb.RangeResponse, error)
+	mark2   *readMark // the copy's read mark: Pick records its member there
+
+	mu      sync.Mutex
+	armed   bool
+	over    bool // the first attempt has returned: no copy any more
+	timer   *time.Timer
+	addr    string // the first attempt's member
+	sent    bool
+	cancel2 context.CancelFunc
+	done2   chan hedgeResult // the copy's result, once sent
+}
+
+type hedgeResult struct {
+	resp *pb.RangeResponse
+	err  error
+}
+
+// picked is called by the grpc picker when the first attempt has a member:
+// it arms the timer once, at that member's quantile.
+func (c *hedgeCall) picked(eng *picker.Picker, t picker.Ticket) {
+	d, ok := eng.Quantile(t, hedgeQuantile)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.armed || c.over || !ok {
+		return
+	}
+	c.armed, c.addr = true, t.Addr()
+	c.timer = time.AfterFunc(d, c.fire)
+}
+
+// fire sends the copy, if the first attempt is still waiting and the
+// budget allows.
+func (c *hedgeCall) fire() {
+	c.mu.Lock()
+	if c.over || c.sent || !c.h.spend() {
+		c.mu.Unlock()
+		return
+	}
+	ctx, cancel := context.WithCancel(context.WithValue(c.ctx, skipKey{}, c.addr))
+	c.sent, c.cancel2, c.done2 = true, cancel, make(chan hedgeResult, 1)
+	done := c.done2
+	c.mu.Unlock()
+	resp, err := c.send(ctx)
+	if err == nil {
+		c.cancel1() // the copy won: the first attempt is canceled, not blamed
+	}
+	done <- hedgeResult{resp, err}
+}
+
+// finish is called when the first attempt has returned err; it returns the
+// copy's answer when the copy won, or nil to keep the first attempt's.
+func (c *hedgeCall) finish(err error) *pb.RangeResponse {
+	c.mu.Lock()
+	c.over = true
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+	sent, cancel2, done := c.sent, c.cancel2, c.done2
+	c.mu.Unlock()
+	if !sent {
+		return nil
+	}
+	if err == nil {
+		cancel2() // the first attempt won
+		return nil
+	}
+	select {
+	case r := <-done:
+		cancel2()
+		if r.err == nil {
+			return r.resp
+		}
+	case <-c.ctx.Done():
+		cancel2()
+	}
+	return nil
+}
+
+// invokeHedged runs a serializable Range with a hedge: the first attempt
+// on this goroutine, the copy (if its time comes) on the timer's. The copy
+// sends its own copy of req and decodes into its own response, which is
+// copied into reply when it wins.
+func (h *hedger) invokeHedged(ctx context.Context, method string, req *pb.RangeRequest, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts []grpc.CallOption) error {
+	h.earned()
+	out, ok := reply.(*pb.RangeResponse)
+	if !ok {
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}
+	req2 := *req // the guard may change req once this returns
+	opts2 := ownResults(opts)
+	mark := readMarkOf(ctx)
+	ctx1, cancel1 := context.WithCancel(ctx)
+	defer cancel1()
+	c := &hedgeCall{h: h, ctx: ctx, cancel1: cancel1}
+	if mark != nil {
+		m2 := *mark
+		m2.addr = ""
+		c.mark2 = &m2
+	}
+	c.send = func(ctx2 context.Context) (*pb.RangeResponse, error) {
+		resp := new(pb.RangeResponse)
+		if c.mark2 != nil {
+			ctx2 = context.WithValue(ctx2, readKey{}, c.mark2)
+		}
+		return resp, invoker(ctx2, method, &req2, resp, cc, opts2...)
+	}
+	err := invoker(context.WithValue(ctx1, hedgeKey{}, c), method, req, reply, cc, opts...)
+	if won := c.finish(err); won != nil {
+		*out = *won
+		if mark != nil {
+			// The guard blames the member that answered; finish received
+			// the copy's result, after its pick wrote the address.
+			mark.addr = c.mark2.addr
+		}
+		return nil
+	}
+	return err
+}
+
+// hedgeCallOf returns the hedged read whose first attempt ctx is.
+func hedgeCallOf(ctx context.Context) *hedgeCall {
+	c, _ := ctx.Value(hedgeKey{}).(*hedgeCall)
+	return c
+}
+
+// skipOf is the member a hedge copy must not go to; "" for other calls.
+func skipOf(ctx context.Context) string {
+	s, _ := ctx.Value(skipKey{}).(string)
+	return s
+}
+
+// pickSkipping re-picks a hedge copy that landed on skip, the member its
+// first attempt went to (up to four more times); the engine has no way yet
+// to leave one member out of a pick. When no other member comes up, the
+// copy fails with Unavailable and the first attempt carries on alone.
+func pickSkipping(skip string, t picker.Ticket, eng *picker.Picker, pick func() (picker.Ticket, bool, error)) (picker.Ticket, bool, error) {
+	for k := 0; k < 4 && t.Addr() == skip; k++ {
+		eng.Done(t, picker.Outcome{Result: picker.Canceled})
+		var wait bool
+		var err error
+		if t, wait, err = pick(); wait || err != nil {
+			return t, wait, err
+		}
+	}
+	if t.Addr() == skip {
+		eng.Done(t, picker.Outcome{Result: picker.Canceled})
+		return picker.Ticket{}, false, status.Errorf(codes.Unavailable, "etcdbalance: no member other than %s for a hedged read", skip)
+	}
+	return t, false, nil
+}
+
+// serialRead runs the attempt of a serializable Range that the interceptor
+// makes: hedged when the client hedges reads, unless the call is pinned to
+// a member.
+func (rt *router) serialRead(ctx context.Context, method string, req *pb.RangeRequest, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts []grpc.CallOption) error {
+	if rt.hedge == nil {
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}
+	if _, pinned := pinnedMember(ctx); pinned {
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}
+	return rt.hedge.invokeHedged(ctx, method, req, reply, cc, invoker, opts)
+}
+
+// badHedgeDialOptions makes a dial with an invalid WithHedgedReads budget
+// fail, naming it, the way other invalid options fail DialOptions: through
+// the balancer config, which ParseConfig rejects.
+func badHedgeDialOptions(err error) []grpc.DialOption {
+	key, _ := json.Marshal(err.Error())
+	return []grpc.DialOption{
+		grpc.WithDisableServiceConfig(),
+		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"` + Name + `":{` + string(key) + `:0}}]}`),
+	}
+}
+
+// ownResults drops the call options that write results into the caller's
+// variables (peer, header, trailer, the finish callback): the first attempt
+// fills them; the copy, which runs beside it, must not write them too.
+func ownResults(opts []grpc.CallOption) []grpc.CallOption {
+	out := make([]grpc.CallOption, 0, len(opts))
+	for _, o := range opts {
+		switch o.(type) {
+		case grpc.PeerCallOption, grpc.HeaderCallOption, grpc.TrailerCallOption, grpc.OnFinishCallOption:
+			continue
+		}
+		out = append(out, o)
+	}
+	return out
+}
