@@ -100,8 +100,13 @@ type hedgeCall struct {
 	h       *hedger
 	ctx     context.Context // the call's context, for the copy
 	cancel1 context.CancelFunc
-	send    func(ctx context.Context) (*pb.RangeResponse, error)
-	mark2   *readMark // the copy's read mark: Pick records its member there
+	// The call, for the copy.
+	method  string
+	req     *pb.RangeRequest
+	cc      *grpc.ClientConn
+	invoker grpc.UnaryInvoker
+	opts    []grpc.CallOption
+	mark2   *readMark // the copy's read mark, when the call has one: Pick records its member there
 
 	mu      sync.Mutex
 	armed   bool
@@ -140,10 +145,18 @@ func (c *hedgeCall) fire() {
 		return
 	}
 	ctx, cancel := context.WithCancel(context.WithValue(c.ctx, skipKey{}, c.addr))
+	if c.mark2 != nil {
+		ctx = context.WithValue(ctx, readKey{}, c.mark2)
+	}
 	c.sent, c.cancel2, c.done2 = true, cancel, make(chan hedgeResult, 1)
 	done := c.done2
+	// Copied while the first attempt is still out, so before the guard
+	// may change req (it does once the call returns).
+	req := *c.req
+	opts := ownResults(c.opts)
 	c.mu.Unlock()
-	resp, err := c.send(ctx)
+	resp := new(pb.RangeResponse)
+	err := c.invoker(ctx, c.method, &req, resp, c.cc, opts...)
 	if err == nil {
 		c.cancel1() // the copy won: the first attempt is canceled, not blamed
 	}
@@ -182,30 +195,22 @@ func (c *hedgeCall) finish(err error) *pb.RangeResponse {
 // invokeHedged runs a serializable Range with a hedge: the first attempt
 // on this goroutine, the copy (if its time comes) on the timer's. The copy
 // sends its own copy of req and decodes into its own response, which is
-// copied into reply when it wins.
+// copied into reply when it wins. Call options that write results (peer,
+// header, trailer) are left to the first attempt.
 func (h *hedger) invokeHedged(ctx context.Context, method string, req *pb.RangeRequest, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts []grpc.CallOption) error {
 	h.earned()
 	out, ok := reply.(*pb.RangeResponse)
 	if !ok {
 		return invoker(ctx, method, req, reply, cc, opts...)
 	}
-	req2 := *req // the guard may change req once this returns
-	opts2 := ownResults(opts)
 	mark := readMarkOf(ctx)
 	ctx1, cancel1 := context.WithCancel(ctx)
 	defer cancel1()
-	c := &hedgeCall{h: h, ctx: ctx, cancel1: cancel1}
+	c := &hedgeCall{h: h, ctx: ctx, cancel1: cancel1, method: method, req: req, cc: cc, invoker: invoker, opts: opts}
 	if mark != nil {
 		m2 := *mark
 		m2.addr = ""
 		c.mark2 = &m2
-	}
-	c.send = func(ctx2 context.Context) (*pb.RangeResponse, error) {
-		resp := new(pb.RangeResponse)
-		if c.mark2 != nil {
-			ctx2 = context.WithValue(ctx2, readKey{}, c.mark2)
-		}
-		return resp, invoker(ctx2, method, &req2, resp, cc, opts2...)
 	}
 	err := invoker(context.WithValue(ctx1, hedgeKey{}, c), method, req, reply, cc, opts...)
 	if won := c.finish(err); won != nil {
