@@ -20,11 +20,11 @@ const (
 	scaleLoops   = 1
 	scaleRate    = 1000 // requests a second at the target load
 	scaleWarmup  = 5 * time.Second
-	// ScalePhase is how long each speed of the changing member lasts.
-	ScalePhase = 10 * time.Second
-	// ScaleSettle is the start of each phase left out of the steady
+	// scalePhase is how long each speed of the changing member lasts.
+	scalePhase = 10 * time.Second
+	// scaleSettle is the start of each phase left out of the steady
 	// windows: the time the engines take to see the new speed.
-	ScaleSettle = 3 * time.Second
+	scaleSettle = 3 * time.Second
 	scaleSlow   = 1.5 // the changing member's service-time factor when slow
 	scaleFast   = 0.6 // ... and when fast
 )
@@ -34,7 +34,7 @@ const (
 // time that makes the load 1000 requests a second (12 ms for 5 members at
 // 60%, 25.2 ms for 7 at 90%), 1 s deadline, 5 s warm-up, then four
 // measured phases of
-// ScalePhase in which member 0 runs at normal speed, 0.6× (faster), normal
+// scalePhase in which member 0 runs at normal speed, 0.6× (faster), normal
 // speed, and 1.5× slower. Result.Phases reports each phase. The fast phase
 // comes before the second normal one because a member that was slow
 // regains its share over tens of seconds, by design (slow start), and that
@@ -45,9 +45,9 @@ func ScaleScenario(members int, load float64) Scenario {
 	sc.Clients, sc.Loops, sc.Members, sc.Load = scaleClients, scaleLoops, members, load
 	// Capacity = Members × Workers / MeanService, and Load × Capacity = scaleRate.
 	sc.MeanService = time.Duration(float64(members*sc.Workers) * load / scaleRate * float64(time.Second))
-	sc.Warmup, sc.Measure = scaleWarmup, 4*ScalePhase
-	sc.Phase, sc.Settle = ScalePhase, ScaleSettle
-	at := func(k int) time.Duration { return scaleWarmup + time.Duration(k)*ScalePhase }
+	sc.Warmup, sc.Measure = scaleWarmup, 4*scalePhase
+	sc.Phase, sc.Settle = scalePhase, scaleSettle
+	at := func(k int) time.Duration { return scaleWarmup + time.Duration(k)*scalePhase }
 	sc.Faults = []Fault{
 		{Kind: Slow, Member: 0, Start: at(1), End: at(2), Factor: scaleFast},
 		{Kind: Slow, Member: 0, Start: at(3), End: at(4), Factor: scaleSlow},

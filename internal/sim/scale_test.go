@@ -99,7 +99,7 @@ func scaleRun(t *testing.T, sc Scenario, pol picker.Policy, seed uint64) Result 
 // windows and the pooled oscillation.
 func TestPhaseStats(t *testing.T) {
 	sc := ScaleScenario(5, 0.6)
-	sc.Clients, sc.Measure = 100, 2*ScalePhase
+	sc.Clients, sc.Measure = 100, 2*scalePhase
 	sc.Faults = nil
 	r, err := Run(Options{Scenario: sc, Seed: 1})
 	require.NoError(t, err)
@@ -108,7 +108,7 @@ func TestPhaseStats(t *testing.T) {
 	assert.Equal(t, 15.0, r.Phases[0].EndS)
 	assert.Equal(t, 25.0, r.Phases[1].EndS)
 	require.NotNil(t, r.Oscillation)
-	assert.Equal(t, 2*int(ScalePhase-ScaleSettle)/1e9, r.Oscillation.Windows)
+	assert.Equal(t, 2*int(scalePhase-scaleSettle)/1e9, r.Oscillation.Windows)
 	for _, ps := range r.Phases {
 		sum := 0.0
 		for m, s := range ps.MemberShare {

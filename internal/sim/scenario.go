@@ -150,8 +150,8 @@ func base(name string) Scenario {
 // The warm-up and measured period of the gc-pauses scenario: half the base
 // model's, because it is run under four policies on five seeds.
 const (
-	GCPausesWarmup  = 5 * time.Second
-	GCPausesMeasure = 30 * time.Second
+	gcPausesWarmup  = 5 * time.Second
+	gcPausesMeasure = 30 * time.Second
 )
 
 // BlackholeLength is how long the blackhole scenario's window lasts; it is
@@ -218,7 +218,7 @@ func Scenarios() []Scenario {
 	sat.Mix.Writes = 0.03
 
 	gcp := base("gc-pauses")
-	gcp.Warmup, gcp.Measure = GCPausesWarmup, GCPausesMeasure
+	gcp.Warmup, gcp.Measure = gcPausesWarmup, gcPausesMeasure
 	gcp.Pauses = &Pauses{Member: 0, MeanGap: 2 * time.Second, Min: 100 * time.Millisecond, Max: 300 * time.Millisecond}
 
 	return []Scenario{hom, slow, bh, rec, inc, out, lists, sf, sat, gcp}
