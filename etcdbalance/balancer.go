@@ -21,8 +21,11 @@ import (
 	"github.com/etcdbalance/etcdbalance-go/picker"
 )
 
-// Name is the name the balancer is registered under with grpc, for use in
-// a service config's loadBalancingConfig.
+// Name is the name the balancer is registered under with grpc. New and
+// DialOptions write it into the service config they set; code that writes
+// its own service config names it in loadBalancingConfig
+// ({"etcdbalance": {}}), and gets an engine with picker's defaults and no
+// cluster view.
 const Name = "etcdbalance"
 
 var logger = grpclog.Component(Name)
@@ -37,7 +40,7 @@ type builder struct{}
 func (builder) Name() string { return Name }
 
 func (builder) ParseConfig(js json.RawMessage) (serviceconfig.LoadBalancingConfig, error) {
-	cfg, err := ParseConfig(js)
+	cfg, err := parseConfig(js)
 	if err != nil {
 		return nil, err
 	}
@@ -86,6 +89,8 @@ type etcdBalancer struct {
 	// rt is the entry's routing state; nil for an engine of its own, which
 	// has no cluster view and routes by load alone.
 	rt *router
+	// unlisten ends the balancer's listening to rt's changes.
+	unlisten func()
 	// addrs are the members of the last resolver update, one per endpoint.
 	addrs []string
 	// ready are the READY children of the last child update, by address.
@@ -94,13 +99,13 @@ type etcdBalancer struct {
 }
 
 func (b *etcdBalancer) UpdateClientConnState(s balancer.ClientConnState) error {
-	cfg, ok := s.BalancerConfig.(*LBConfig)
+	cfg, ok := s.BalancerConfig.(*lbConfig)
 	if !ok {
 		if s.BalancerConfig != nil {
 			logger.Errorf("etcdbalance: config of unexpected type %T", s.BalancerConfig)
 			return balancer.ErrBadResolverState
 		}
-		cfg = &LBConfig{}
+		cfg = &lbConfig{}
 	}
 	addrs := endpointKeys(s.ResolverState.Endpoints)
 
@@ -110,7 +115,7 @@ func (b *etcdBalancer) UpdateClientConnState(s balancer.ClientConnState) error {
 		return nil
 	}
 	if b.engine == nil {
-		eng, e, err := reg.attach(cfg, b)
+		eng, e, err := reg.attach(cfg.Client, b)
 		if err != nil {
 			b.mu.Unlock()
 			logger.Errorf("%v", err)
@@ -135,13 +140,13 @@ func (b *etcdBalancer) UpdateClientConnState(s balancer.ClientConnState) error {
 // useLocked makes eng (of entry e, nil for an engine of the balancer's
 // own) the engine that this balancer's pickers ask.
 func (b *etcdBalancer) useLocked(eng *picker.Picker, e *entry) {
-	if b.rt != nil {
-		b.rt.bal.CompareAndSwap(b, nil)
+	if b.unlisten != nil {
+		b.unlisten()
 	}
-	b.engine, b.entry, b.rt = eng, e, nil
+	b.engine, b.entry, b.rt, b.unlisten = eng, e, nil, nil
 	if e != nil {
 		b.rt = e.rt
-		b.rt.bal.Store(b)
+		b.unlisten = b.rt.listen(b.republish)
 	}
 }
 
@@ -157,7 +162,7 @@ func (b *etcdBalancer) setEndpointsLocked(addrs []string) error {
 		// learners refuse until a probe says what it is.
 		for _, a := range addrs {
 			if !slices.Contains(known, a) {
-				_ = b.engine.UpdateTags(a, TagUnverified, 0)
+				_ = b.engine.UpdateTags(a, tagUnverified, 0)
 			}
 		}
 	}
@@ -284,10 +289,10 @@ func (b *etcdBalancer) Close() {
 	b.mu.Lock()
 	b.closed = true
 	e := b.entry
-	if b.rt != nil {
+	if b.unlisten != nil {
 		// Only this balancer's own registration: a newer balancer of the
 		// same channel may have replaced it.
-		b.rt.bal.CompareAndSwap(b, nil)
+		b.unlisten()
 	}
 	b.mu.Unlock()
 	b.child.Close()

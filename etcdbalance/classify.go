@@ -6,67 +6,67 @@ import (
 	"github.com/etcdbalance/etcdbalance-go/picker"
 )
 
-// Class is what an etcd RPC is, as far as routing is concerned. The
+// rpcClass is what an etcd RPC is, as far as routing is concerned. The
 // balancer classifies every call by its full gRPC method name; PickInfo
-// carries the method but not the request, so a Range is a Read whether it
+// carries the method but not the request, so a Range is a read whether it
 // is serializable or linearizable.
-type Class uint8
+type rpcClass uint8
 
 // The classes.
 const (
-	// Other calls may go to any voting member (Status to learners too):
+	// rpcOther calls may go to any voting member (Status to learners too):
 	// MemberList, Status, Alarm, LeaseTimeToLive, user and role lookups,
 	// and every method this package does not know. The zero value.
-	Other Class = iota
-	// Read is a Range, or 3.7's RangeStream (a Range answered in chunks).
-	Read
-	// Write changes the keyspace, leases, membership or auth and goes
+	rpcOther rpcClass = iota
+	// rpcRead is a Range, or 3.7's RangeStream (a Range answered in chunks).
+	rpcRead
+	// rpcWrite changes the keyspace, leases, membership or auth and goes
 	// through raft: Put, DeleteRange, Txn, Compact, LeaseGrant,
 	// LeaseRevoke, member changes, auth changes, and the v3lock/v3election
 	// calls that propose (Unlock, Proclaim, Resign). MoveLeader is one too:
 	// only the leader serves it.
-	Write
-	// Stream is a call that lives for a long time: Watch, LeaseKeepAlive,
+	rpcWrite
+	// rpcStream is a call that lives for a long time: Watch, LeaseKeepAlive,
 	// Snapshot, Election Observe, and the calls that block until something
 	// happens elsewhere (Lock, Campaign). Streams are counted and spread on
 	// their own (picker.Stream), never counted as requests in flight, and
 	// give no latency sample.
-	Stream
+	rpcStream
 )
 
-// Kind is the picker bookkeeping the class uses: picker.Stream for Stream,
+// kind is the picker bookkeeping the class uses: picker.Stream for rpcStream,
 // picker.Unary for everything else.
-func (c Class) Kind() picker.Kind {
-	if c == Stream {
+func (c rpcClass) kind() picker.Kind {
+	if c == rpcStream {
 		return picker.Stream
 	}
 	return picker.Unary
 }
 
 // String returns the class's name: "other", "read", "write" or "stream".
-func (c Class) String() string {
+func (c rpcClass) String() string {
 	switch c {
-	case Other:
+	case rpcOther:
 		return "other"
-	case Read:
+	case rpcRead:
 		return "read"
-	case Write:
+	case rpcWrite:
 		return "write"
-	case Stream:
+	case rpcStream:
 		return "stream"
 	}
 	return fmt.Sprintf("Class(%d)", uint8(c))
 }
 
-// Classify returns the class of a gRPC method given by its full name, as in
-// "/etcdserverpb.KV/Range". Unknown methods are Other. It allocates
+// classify returns the class of a gRPC method given by its full name, as in
+// "/etcdserverpb.KV/Range". Unknown methods are rpcOther. It allocates
 // nothing.
-func Classify(method string) Class {
+func classify(method string) rpcClass {
 	switch method {
 	case "/etcdserverpb.KV/Range",
 		methodRangeStream, // 3.7: a Range answered in chunks
 		"/v3electionpb.Election/Leader":
-		return Read
+		return rpcRead
 
 	case "/etcdserverpb.KV/Put",
 		"/etcdserverpb.KV/DeleteRange",
@@ -93,7 +93,7 @@ func Classify(method string) Class {
 		"/v3lockpb.Lock/Unlock",
 		"/v3electionpb.Election/Proclaim",
 		"/v3electionpb.Election/Resign":
-		return Write
+		return rpcWrite
 
 	case "/etcdserverpb.Watch/Watch",
 		"/etcdserverpb.Lease/LeaseKeepAlive",
@@ -101,7 +101,7 @@ func Classify(method string) Class {
 		"/v3electionpb.Election/Observe",
 		"/v3electionpb.Election/Campaign",
 		"/v3lockpb.Lock/Lock":
-		return Stream
+		return rpcStream
 	}
-	return Other
+	return rpcOther
 }

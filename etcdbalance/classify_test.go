@@ -9,90 +9,90 @@ import (
 func TestClassify(t *testing.T) {
 	cases := []struct {
 		method string
-		want   Class
+		want   rpcClass
 	}{
 		// KV
-		{"/etcdserverpb.KV/Range", Read},
-		{"/etcdserverpb.KV/Put", Write},
-		{"/etcdserverpb.KV/DeleteRange", Write},
-		{"/etcdserverpb.KV/Txn", Write},
-		{"/etcdserverpb.KV/Compact", Write},
+		{"/etcdserverpb.KV/Range", rpcRead},
+		{"/etcdserverpb.KV/Put", rpcWrite},
+		{"/etcdserverpb.KV/DeleteRange", rpcWrite},
+		{"/etcdserverpb.KV/Txn", rpcWrite},
+		{"/etcdserverpb.KV/Compact", rpcWrite},
 		// Watch
-		{"/etcdserverpb.Watch/Watch", Stream},
+		{"/etcdserverpb.Watch/Watch", rpcStream},
 		// Lease
-		{"/etcdserverpb.Lease/LeaseGrant", Write},
-		{"/etcdserverpb.Lease/LeaseRevoke", Write},
-		{"/etcdserverpb.Lease/LeaseKeepAlive", Stream},
-		{"/etcdserverpb.Lease/LeaseTimeToLive", Other},
-		{"/etcdserverpb.Lease/LeaseLeases", Other},
+		{"/etcdserverpb.Lease/LeaseGrant", rpcWrite},
+		{"/etcdserverpb.Lease/LeaseRevoke", rpcWrite},
+		{"/etcdserverpb.Lease/LeaseKeepAlive", rpcStream},
+		{"/etcdserverpb.Lease/LeaseTimeToLive", rpcOther},
+		{"/etcdserverpb.Lease/LeaseLeases", rpcOther},
 		// Cluster
-		{"/etcdserverpb.Cluster/MemberAdd", Write},
-		{"/etcdserverpb.Cluster/MemberRemove", Write},
-		{"/etcdserverpb.Cluster/MemberUpdate", Write},
-		{"/etcdserverpb.Cluster/MemberPromote", Write},
-		{"/etcdserverpb.Cluster/MemberList", Other},
+		{"/etcdserverpb.Cluster/MemberAdd", rpcWrite},
+		{"/etcdserverpb.Cluster/MemberRemove", rpcWrite},
+		{"/etcdserverpb.Cluster/MemberUpdate", rpcWrite},
+		{"/etcdserverpb.Cluster/MemberPromote", rpcWrite},
+		{"/etcdserverpb.Cluster/MemberList", rpcOther},
 		// Maintenance
-		{"/etcdserverpb.Maintenance/Snapshot", Stream},
-		{"/etcdserverpb.Maintenance/Status", Other},
-		{"/etcdserverpb.Maintenance/Alarm", Other},
-		{"/etcdserverpb.Maintenance/Defragment", Other},
-		{"/etcdserverpb.Maintenance/Hash", Other},
-		{"/etcdserverpb.Maintenance/HashKV", Other},
-		{"/etcdserverpb.Maintenance/MoveLeader", Write},
-		{"/etcdserverpb.Maintenance/Downgrade", Other},
+		{"/etcdserverpb.Maintenance/Snapshot", rpcStream},
+		{"/etcdserverpb.Maintenance/Status", rpcOther},
+		{"/etcdserverpb.Maintenance/Alarm", rpcOther},
+		{"/etcdserverpb.Maintenance/Defragment", rpcOther},
+		{"/etcdserverpb.Maintenance/Hash", rpcOther},
+		{"/etcdserverpb.Maintenance/HashKV", rpcOther},
+		{"/etcdserverpb.Maintenance/MoveLeader", rpcWrite},
+		{"/etcdserverpb.Maintenance/Downgrade", rpcOther},
 		// Auth: changes are writes, lookups any member.
-		{"/etcdserverpb.Auth/AuthEnable", Write},
-		{"/etcdserverpb.Auth/AuthDisable", Write},
-		{"/etcdserverpb.Auth/UserAdd", Write},
-		{"/etcdserverpb.Auth/UserDelete", Write},
-		{"/etcdserverpb.Auth/UserChangePassword", Write},
-		{"/etcdserverpb.Auth/UserGrantRole", Write},
-		{"/etcdserverpb.Auth/UserRevokeRole", Write},
-		{"/etcdserverpb.Auth/RoleAdd", Write},
-		{"/etcdserverpb.Auth/RoleDelete", Write},
-		{"/etcdserverpb.Auth/RoleGrantPermission", Write},
-		{"/etcdserverpb.Auth/RoleRevokePermission", Write},
-		{"/etcdserverpb.Auth/Authenticate", Other},
-		{"/etcdserverpb.Auth/AuthStatus", Other},
-		{"/etcdserverpb.Auth/UserGet", Other},
-		{"/etcdserverpb.Auth/UserList", Other},
-		{"/etcdserverpb.Auth/RoleGet", Other},
-		{"/etcdserverpb.Auth/RoleList", Other},
+		{"/etcdserverpb.Auth/AuthEnable", rpcWrite},
+		{"/etcdserverpb.Auth/AuthDisable", rpcWrite},
+		{"/etcdserverpb.Auth/UserAdd", rpcWrite},
+		{"/etcdserverpb.Auth/UserDelete", rpcWrite},
+		{"/etcdserverpb.Auth/UserChangePassword", rpcWrite},
+		{"/etcdserverpb.Auth/UserGrantRole", rpcWrite},
+		{"/etcdserverpb.Auth/UserRevokeRole", rpcWrite},
+		{"/etcdserverpb.Auth/RoleAdd", rpcWrite},
+		{"/etcdserverpb.Auth/RoleDelete", rpcWrite},
+		{"/etcdserverpb.Auth/RoleGrantPermission", rpcWrite},
+		{"/etcdserverpb.Auth/RoleRevokePermission", rpcWrite},
+		{"/etcdserverpb.Auth/Authenticate", rpcOther},
+		{"/etcdserverpb.Auth/AuthStatus", rpcOther},
+		{"/etcdserverpb.Auth/UserGet", rpcOther},
+		{"/etcdserverpb.Auth/UserList", rpcOther},
+		{"/etcdserverpb.Auth/RoleGet", rpcOther},
+		{"/etcdserverpb.Auth/RoleList", rpcOther},
 		// Concurrency services of the gRPC proxy and server.
-		{"/v3lockpb.Lock/Lock", Stream},
-		{"/v3lockpb.Lock/Unlock", Write},
-		{"/v3electionpb.Election/Campaign", Stream},
-		{"/v3electionpb.Election/Observe", Stream},
-		{"/v3electionpb.Election/Proclaim", Write},
-		{"/v3electionpb.Election/Resign", Write},
-		{"/v3electionpb.Election/Leader", Read},
+		{"/v3lockpb.Lock/Lock", rpcStream},
+		{"/v3lockpb.Lock/Unlock", rpcWrite},
+		{"/v3electionpb.Election/Campaign", rpcStream},
+		{"/v3electionpb.Election/Observe", rpcStream},
+		{"/v3electionpb.Election/Proclaim", rpcWrite},
+		{"/v3electionpb.Election/Resign", rpcWrite},
+		{"/v3electionpb.Election/Leader", rpcRead},
 		// Unknown.
-		{"", Other},
-		{"/grpc.health.v1.Health/Check", Other},
-		{"/grpc.health.v1.Health/Watch", Other},
-		{"/etcdserverpb.KV/range", Other},
-		{"etcdserverpb.KV/Range", Other},
+		{"", rpcOther},
+		{"/grpc.health.v1.Health/Check", rpcOther},
+		{"/grpc.health.v1.Health/Watch", rpcOther},
+		{"/etcdserverpb.KV/range", rpcOther},
+		{"etcdserverpb.KV/Range", rpcOther},
 	}
 	for _, c := range cases {
-		if got := Classify(c.method); got != c.want {
+		if got := classify(c.method); got != c.want {
 			t.Errorf("Classify(%q) = %v, want %v", c.method, got, c.want)
 		}
 	}
 }
 
 func TestClassKind(t *testing.T) {
-	for c, want := range map[Class]picker.Kind{Other: picker.Unary, Read: picker.Unary, Write: picker.Unary, Stream: picker.Stream} {
-		if got := c.Kind(); got != want {
-			t.Errorf("%v.Kind() = %v, want %v", c, got, want)
+	for c, want := range map[rpcClass]picker.Kind{rpcOther: picker.Unary, rpcRead: picker.Unary, rpcWrite: picker.Unary, rpcStream: picker.Stream} {
+		if got := c.kind(); got != want {
+			t.Errorf("%v.kind() = %v, want %v", c, got, want)
 		}
 	}
-	if s := Class(9).String(); s != "Class(9)" {
+	if s := rpcClass(9).String(); s != "Class(9)" {
 		t.Errorf("Class(9).String() = %q", s)
 	}
 }
 
 func TestClassifyAllocs(t *testing.T) {
-	if n := testing.AllocsPerRun(100, func() { _ = Classify("/etcdserverpb.Auth/RoleRevokePermission") }); n != 0 {
+	if n := testing.AllocsPerRun(100, func() { _ = classify("/etcdserverpb.Auth/RoleRevokePermission") }); n != 0 {
 		t.Errorf("Classify allocates %v times", n)
 	}
 }

@@ -1,21 +1,16 @@
 package etcdbalance
 
 import (
-	"cmp"
 	"context"
 	"errors"
-	"net/url"
 	"runtime"
 	"slices"
-	"strings"
-	"sync/atomic"
+	"sync"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
-	"github.com/etcdbalance/etcdbalance-go/picker"
+	"google.golang.org/grpc/connectivity"
 )
 
 // New is clientv3.New with every RPC of the client balanced by this
@@ -27,15 +22,12 @@ import (
 // reads to the followers and keeps learners and lagging members safe (see
 // the package doc); ClusterView reads it. It stops when the client closes.
 func New(cfg clientv3.Config, opts ...Option) (*clientv3.Client, error) {
-	o, err := applyOptions(opts)
-	if err != nil {
-		return nil, err
-	}
+	o := applyOptions(opts)
 	e, err := reg.create(o.picker, o.routing)
 	if err != nil {
 		return nil, err
 	}
-	ours := dialOptions(e.id, o.picker, &handle{id: e.id, e: e})
+	ours := dialOptions(e.id, &handle{id: e.id, e: e})
 	cfg.DialOptions = append(slices.Clip(cfg.DialOptions), ours...)
 	// clientv3.New authenticates, and may check the cluster's version, on
 	// its connections before it returns: the view starts after it, so
@@ -57,7 +49,7 @@ func New(cfg clientv3.Config, opts ...Option) (*clientv3.Client, error) {
 		logger.Warningf("etcdbalance: the client's channel did not answer the balancer's claim; Stats and the cluster view may miss it")
 	}
 	if o.routing.viewInterval > 0 {
-		startView(cli.Ctx(), cli, e)
+		e.startView(cli.Ctx(), cli)
 	}
 	return cli, nil
 }
@@ -95,18 +87,13 @@ func New(cfg clientv3.Config, opts ...Option) (*clientv3.Client, error) {
 // If an option is invalid, dialling fails with an error that names it
 // ("grpc: the provided default service config is invalid: etcdbalance: ...").
 func DialOptions(opts ...Option) []grpc.DialOption {
-	o, err := applyOptions(opts)
-	if err != nil {
-		if herr := checkHedge(o.routing.hedge); herr != nil {
-			return badHedgeDialOptions(herr)
-		}
-		// The config carries the bad value, so the dial fails with the
-		// parser's description of it.
-		return dialOptions("", o.picker, &handle{})
-	}
+	o := applyOptions(opts)
 	e, err := reg.create(o.picker, o.routing)
-	if err != nil { // validated above
-		return dialOptions("", o.picker, &handle{})
+	if err != nil {
+		// The key names the error, so that dialling fails with it.
+		h := &handle{id: reg.reject(err)}
+		runtime.AddCleanup(h, reg.forgetRejection, h.id)
+		return dialOptions(h.id, h)
 	}
 	h := &handle{id: e.id, e: e}
 	// e must not refer back to h (nor to any ClientConn, which refers to
@@ -114,13 +101,13 @@ func DialOptions(opts ...Option) []grpc.DialOption {
 	// balancer drops its registration in e when it closes, and the view
 	// keeps the connection on its goroutine's stack only.
 	runtime.AddCleanup(h, reg.release, e)
-	return dialOptions(e.id, o.picker, h)
+	return dialOptions(e.id, h)
 }
 
-func dialOptions(id string, pc picker.Config, h *handle) []grpc.DialOption {
+func dialOptions(id string, h *handle) []grpc.DialOption {
 	return []grpc.DialOption{
 		grpc.WithDisableServiceConfig(),
-		grpc.WithDefaultServiceConfig(serviceConfig(id, pc)),
+		grpc.WithDefaultServiceConfig(serviceConfig(id)),
 		// Chained: grpc.WithStreamInterceptor and grpc.WithUnaryInterceptor
 		// would replace etcd's (its retry interceptor among them).
 		grpc.WithChainStreamInterceptor(h.streamInterceptor),
@@ -136,131 +123,109 @@ type handle struct {
 	e  *entry // nil when the options were invalid
 }
 
-type streamKey struct{}
-
-func isStream(ctx context.Context) bool {
-	return ctx != nil && ctx.Value(streamKey{}) != nil
-}
-
-// WithMember returns a context whose calls go to one member, whatever the
-// policy says: for diagnostics and per-member probes (Status, HashKV) on
-// the client's own connections. addr is the member's endpoint in any form
-// the client accepts ("10.0.0.1:2379", "https://etcd-0:2379",
-// "unix:///run/etcd.sock") or as Stats reports it. A call pinned to an
-// address that is not one of the client's endpoints (or to "") fails at
-// once with InvalidArgument naming it; a known member that is not
-// connected makes the call wait for it, within the call's deadline. The
-// call is still counted in the member's statistics.
-func WithMember(ctx context.Context, addr string) context.Context {
-	pinsUsed.Store(true)
-	return context.WithValue(ctx, memberKey{}, memberAddr(addr))
-}
-
-// memberAddr turns an endpoint as clientv3 accepts it into the address its
-// resolver gives grpc, which is how the balancer and the engine name the
-// member: the scheme of http(s) URLs goes, unix(s) endpoints become grpc's
-// unix addresses, anything else stays as it is. It is idempotent, so an
-// address that Stats reported maps to itself.
-func memberAddr(ep string) string {
-	for _, scheme := range [...]string{"unix", "unixs"} {
-		rest, ok := strings.CutPrefix(ep, scheme+":")
-		if !ok {
-			continue
-		}
-		if path, ok := strings.CutPrefix(rest, "//"); ok {
-			if strings.HasPrefix(path, "/") {
-				return "unix://" + path // absolute: unix:///run/etcd.sock
-			}
-			return "unix:" + path // etcd's relative form, unix://etcd.sock
-		}
-		return "unix:" + rest
-	}
-	if i := strings.Index(ep, "://"); i >= 0 {
-		if u, err := url.Parse(ep); err == nil && (u.Scheme == "http" || u.Scheme == "https") {
-			return u.Host
-		}
-	}
-	return ep
-}
-
-type memberKey struct{}
-
-// pinsUsed spares every pick the context lookup until WithMember has been
-// called once in the process.
-var pinsUsed atomic.Bool
-
-// pinnedMember returns the member a call is pinned to with WithMember;
-// ok with an empty address too, which checkPin refuses.
-func pinnedMember(ctx context.Context) (string, bool) {
-	if !pinsUsed.Load() || ctx == nil {
-		return "", false
-	}
-	s, ok := ctx.Value(memberKey{}).(string)
-	return s, ok
-}
-
-// checkPin fails a call pinned to an address that is not one of the
-// client's members, before it is sent: grpc would rewrite a picker's
-// InvalidArgument to Internal, and clientv3 retries Unavailable.
-func (e *entry) checkPin(ctx context.Context) error {
-	pin, ok := pinnedMember(ctx)
-	if !ok {
-		return nil
-	}
-	if pin == "" {
-		return status.Error(codes.InvalidArgument, "etcdbalance: WithMember: empty member address")
-	}
-	if eps := e.engine.Endpoints(); !slices.Contains(eps, pin) {
-		return status.Errorf(codes.InvalidArgument, "etcdbalance: WithMember: %q is not one of the client's endpoints %q", pin, eps)
-	}
-	return nil
-}
-
-// MemberStats is the engine's view of one member of a client. Tags holds
-// the cluster view's tags (TagLeader, TagLearner, ...); Leader, Learner and
-// Lagging spell the main ones out.
-type MemberStats struct {
-	picker.EndpointStats
-	// Ready reports whether the client's connection to the member was READY
-	// at the balancer's last update. Members that are not ready are never
-	// picked.
-	Ready bool
-	// Leader, Learner and Lagging report TagLeader, TagLearner and
-	// TagLagging: what the cluster view found in its last probe round.
-	// All false without a view.
-	Leader, Learner, Lagging bool
-}
-
 // Errors returned by Stats.
 var (
 	ErrNotBalanced  = errors.New("etcdbalance: client was not made by etcdbalance.New or with etcdbalance.DialOptions (or has not dialled yet)")
 	ErrClientClosed = errors.New("etcdbalance: client is closed")
 )
 
-// Stats returns the engine's per-member statistics for a client made by
-// New, or by clientv3.New with DialOptions (once the client has dialled),
-// sorted by address. Counters are cumulative since the member joined the
-// client's endpoint set. Streams counts open streams (watches,
-// keep-alives), InFlight unary calls in flight, Picks every pick (the
-// cluster view's probes included). It returns ErrClientClosed once the
-// client is closed, and ErrNotBalanced for any other client.
-func Stats(cli *clientv3.Client) ([]MemberStats, error) {
-	e, err := entryOf(cli)
+// entryOf finds the registry entry of a balanced client.
+func entryOf(cli *clientv3.Client) (*entry, error) {
+	if cli == nil {
+		return nil, ErrNotBalanced
+	}
+	if cli.Ctx().Err() != nil {
+		return nil, ErrClientClosed
+	}
+	e := reg.lookup(cli)
+	if e == nil {
+		return nil, ErrNotBalanced
+	}
+	reg.claim(cli.ActiveConnection(), e)
+	return e, nil
+}
+
+// attachWait bounds how long Attach waits for a client's balancer to come
+// up: clientv3.New returns before the channel has resolved its endpoints.
+const attachWait = 10 * time.Second
+
+// awaitEntry finds the registry entry of cli, waiting for its channel to
+// set up its balancer if need be (3.7 clients start idle). A channel that
+// is READY without an entry does not use this package's balancer: it would
+// have attached its engine before any connection was up.
+func awaitEntry(cli *clientv3.Client) (*entry, error) {
+	conn := cli.ActiveConnection()
+	conn.Connect()
+	deadline := time.Now().Add(attachWait)
+	for {
+		ready := conn.GetState() == connectivity.Ready
+		if e := reg.lookup(cli); e != nil {
+			return e, nil
+		}
+		switch {
+		case cli.Ctx().Err() != nil:
+			return nil, ErrClientClosed
+		case ready || time.Now().After(deadline):
+			return nil, ErrNotBalanced
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// ErrViewOff is returned by Attach for a client whose options switched the
+// cluster view off (WithClusterView with a negative interval).
+var ErrViewOff = errors.New("etcdbalance: the cluster view is switched off for this client")
+
+// Attach starts the cluster view of a client built by clientv3.New with
+// DialOptions, which cannot start it by itself (the options exist before
+// the client):
+//
+//	cfg.DialOptions = append(cfg.DialOptions, etcdbalance.DialOptions()...)
+//	cli, err := clientv3.New(cfg)
+//	...
+//	stop, err := etcdbalance.Attach(cli)
+//
+// From then on the client routes as one made by New: writes to the
+// leader, reads to followers, learners and lagging members kept safe.
+// The view stops when the client is closed, or when stop is called (stop
+// waits for the probe goroutine to return; calling it again does nothing).
+// Clients made by New have a view already: for them, and for a second
+// Attach, stop does nothing.
+//
+// Attach waits, up to 10 s, for the client's connection to set up its
+// balancer. It returns ErrNotBalanced for a client that does not use
+// DialOptions (once its connection is READY, or after those 10 s),
+// ErrClientClosed for a closed one, and ErrViewOff if the options switched
+// the view off.
+func Attach(cli *clientv3.Client) (stop func(), err error) {
+	if cli == nil {
+		return nil, ErrNotBalanced
+	}
+	if cli.Ctx().Err() != nil {
+		return nil, ErrClientClosed
+	}
+	e, err := awaitEntry(cli)
 	if err != nil {
 		return nil, err
 	}
-	snap := e.engine.Snapshot()
-	out := make([]MemberStats, len(snap))
-	for i, s := range snap {
-		out[i] = MemberStats{
-			EndpointStats: s,
-			Ready:         s.Tags&tagDown == 0,
-			Leader:        s.Tags&TagLeader != 0,
-			Learner:       s.Tags&TagLearner != 0,
-			Lagging:       s.Tags&TagLagging != 0,
-		}
-		out[i].Tags &^= tagDown
+	reg.claim(cli.ActiveConnection(), e)
+	if cli.Ctx().Err() != nil {
+		return nil, ErrClientClosed
 	}
-	slices.SortFunc(out, func(a, b MemberStats) int { return cmp.Compare(a.Addr, b.Addr) })
-	return out, nil
+	if e.rt.set.viewInterval <= 0 {
+		return nil, ErrViewOff
+	}
+	ctx, cancel := context.WithCancel(cli.Ctx())
+	v := e.startView(ctx, cli)
+	if v == nil {
+		cancel()
+		return func() {}, nil
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			cancel()
+			<-v.done
+		})
+	}, nil
 }

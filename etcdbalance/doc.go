@@ -36,10 +36,14 @@
 // refuse most calls), and the monotonic guard re-issues a stale read as a
 // linearizable one.
 //
+// Both take Options: WithPickerConfig tunes the engine (picker.Config, one
+// struct for every knob, with its defaults and limits), the others switch
+// the cluster-aware rules below on or off.
+//
 // Stats returns each member's picks, requests in flight, open streams,
-// latency estimate, ejection state and cluster tags; ClusterView returns
-// the view (leader, learners, applied indexes, probe rounds completed) and
-// the monotonic guard's counters.
+// latency estimate, ejection state and role (leader, learner, lagging);
+// ClusterView returns the view (leader, learners, applied indexes, probe
+// rounds completed) and the monotonic guard's counters.
 //
 // # Routing rules
 //
@@ -51,16 +55,17 @@
 //	write (Put, DeleteRange, Txn,         voting members                    the leader
 //	  Compact, LeaseGrant, LeaseRevoke,
 //	  member/auth changes, MoveLeader)
-//	linearizable Range (the default Get)  voting members                    followers; the leader only if
-//	                                                                        every follower is 1.5× slower
-//	                                                                        for the call's class, or no
-//	                                                                        follower is up (and a probe
-//	                                                                        now and then)
+//	linearizable Range (the default Get)  voting members                    one key: followers; the leader
+//	                                                                        only if every follower is 1.5×
+//	                                                                        slower, or none is up (and a
+//	                                                                        probe now and then); a List
+//	                                                                        (range_end set): the cheapest,
+//	                                                                        leader included (below)
 //	serializable Range                    voting members and learners, but  as linearizable Range
 //	                                      not members lagging > 1000
 //	                                      entries, nor members known to be
 //	                                      behind the client's revision
-//	RangeStream (3.7)                     voting members, not lagging nor   followers
+//	RangeStream (3.7)                     voting members, not lagging nor   as a List
 //	                                      behind
 //	Watch, LeaseKeepAlive, Lock,          voting members                    fewest open streams
 //	  Campaign, Observe
@@ -70,6 +75,13 @@
 //	other (Authenticate, MemberList,      voting members                    cheapest
 //	  LeaseTimeToLive, HashKV, Alarm,
 //	  auth lookups, ...)
+//
+// Lists are not kept off the leader: their answers are large, so they are
+// bound by the bandwidth of the link that carries them, and they queue
+// behind each other there; n links drain them faster than n-1. The cost
+// (estimate × calls in flight) keeps the leader's share of them near 1/n,
+// and lower while its writes slow it down. Measured in the harness's
+// incident scenario (README).
 //
 // Learners are kept out of every call that etcd refuses on a learner
 // (anything but Status and serializable Range), whatever the options. A
@@ -85,9 +97,10 @@
 // are down waits for one (within its deadline); when every member of the
 // client is a learner, no member may ever serve it, so it goes to one,
 // which refuses it at once with etcd's "rpc not supported for learner", as
-// with stock clientv3. Lagging and behind members are relaxed into
-// serializable reads when no other member is connected: a stale answer
-// beats none, and the guard re-checks it.
+// with stock clientv3. Lagging and behind members are avoided by
+// serializable reads (picker.Request.Avoid): they serve one only when no
+// other member is connected, since a stale answer beats none, and the
+// guard re-checks it.
 //
 // Nothing that clientv3.New does itself (Authenticate, with Username and
 // Password; the version check, with RejectOldCluster) waits for the view,
@@ -176,14 +189,16 @@
 // carries the method and the context, not the request), so that the
 // picker keeps it off lagging members and members known to be behind; if
 // the answer is still below the revision seen when the call started, the
-// member that gave it is held out of serializable reads (100ms, doubling
-// while it stays behind up to the probe interval, or until a probe shows
-// it has caught up) and the read is re-issued: on another member, then on
-// the leader, then as a linearizable read, which cannot be below it.
+// member that gave it (grpc.Peer tells which) is held out of serializable
+// reads (100ms, doubling while it stays behind up to the probe interval,
+// or until a probe shows it has caught up) and the read is re-issued: on
+// another member, then on the leader, then as a linearizable read, which
+// cannot be below it.
 //
-// What it costs: an atomic load and compare-and-swap per call; two small
-// allocations per serializable Range (the marker); and for each stale
-// answer, one to three extra reads (ClusterView(cli).Guard counts them).
+// What it costs: an atomic load and compare-and-swap per call; four small
+// allocations per serializable Range (the marker, and the record of the
+// member that answered); and for each stale answer, one to three extra
+// reads (ClusterView(cli).Guard counts them).
 // A client that writes and reads serializably at once sees stale answers
 // whenever a follower has not yet applied its latest write, and its reads
 // drift toward the leader, which has; a client that only reads sees them
@@ -198,8 +213,8 @@
 //	---------------------------------------  -------------------------  --------------------------
 //	cluster view (leader, learners, lag)     on, every 1s ± 20%         WithClusterView(-1) off
 //	writes to the leader                     on                         WithLeaderWrites(false)
-//	reads to the followers                   on, leader if followers    WithFollowerReads(false),
-//	                                         1.5× slower                WithReserveRatio(r)
+//	single-key reads to the followers        on, leader if followers    WithFollowerReads(false),
+//	                                         1.5× slower                picker.Config.ReserveRatio
 //	serializable reads on learners           on, when caught up         WithLearnerReads(false)
 //	lagging members kept out of ser. reads   on, > 1000 entries         WithLagThreshold(-1) off
 //	monotonic reads                          on                         WithMonotonicReads(false)
@@ -238,9 +253,10 @@
 // built, like grpc-go's own leaf policies, on balancer/endpointsharding
 // with one pickfirst child per member, and reads the resolver's Endpoints
 // (clientv3's resolver sends nothing else). For every call, the picker
-// classifies the method (Classify: Read, Write, Stream or Other), asks the
-// engine for a member among those whose connection is READY, by the rules
-// above (picker.Request's Exclude, Prefer and Avoid over the view's tags),
+// classifies the method (a read, a write, a stream or other, as in the
+// table above), asks the engine for a member among those whose connection
+// is READY, by the rules above (picker.Request's Exclude, Avoid, Prefer
+// and Reserve over the view's tags and marks),
 // and hands the call to that member's child. When the call ends, its
 // outcome goes back to the engine: success; an error that blames the
 // member (Unavailable, ResourceExhausted "too many requests", Internal,
@@ -249,7 +265,7 @@
 // answers again and followers forward the writes); DeadlineExceeded,
 // charged at least the call's deadline; or an error that does not blame
 // it (Canceled; application answers such as NotFound, a failed compare,
-// auth errors). memberFault in picker.go holds the full table. Streams
+// auth errors). memberFault in outcome.go holds the full table. Streams
 // (Watch, LeaseKeepAlive, Snapshot) are spread by their own count and are
 // done when the stream ends. Client.SetEndpoints and Client.Sync change
 // the member set at runtime, on the same connection.
@@ -270,7 +286,7 @@
 // grpc closes a channel's balancer when the channel goes idle and builds a
 // new one later. The engine, with its statistics and cluster view, lives
 // in a registry under a key that New or DialOptions puts into the
-// balancer's JSON config (LBConfig.Client), so a rebuilt balancer finds it
-// again. The entry is freed when the client is closed (New) or when the
+// balancer's JSON config ({"client": key}, all that config carries), so a
+// rebuilt balancer finds it again. The entry is freed when the client is closed (New) or when the
 // dial options become garbage (DialOptions).
 package etcdbalance

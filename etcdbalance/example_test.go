@@ -39,16 +39,16 @@ func Example() {
 	// 127.0.0.1:2 ready=false picks=0
 }
 
-// Code that builds its own clientv3.Config appends DialOptions. Options
-// tune the engine; the defaults are picker's.
+// Code that builds its own clientv3.Config appends DialOptions.
+// WithPickerConfig tunes the engine; fields left zero keep picker's
+// defaults.
 func ExampleDialOptions() {
 	cfg := clientv3.Config{
 		Endpoints:   []string{"10.0.0.1:2379", "10.0.0.2:2379", "10.0.0.3:2379"},
 		DialTimeout: 5 * time.Second,
 	}
 	cfg.DialOptions = append(cfg.DialOptions, etcdbalance.DialOptions(
-		etcdbalance.WithPolicy(picker.P2CEWMA),
-		etcdbalance.WithEjection(3, time.Second, 10*time.Second),
+		etcdbalance.WithPickerConfig(picker.Config{EjectAfter: 3, EjectMax: 10 * time.Second}),
 	)...)
 	cli, err := clientv3.New(cfg)
 	if err != nil {
@@ -100,6 +100,7 @@ func ExampleNew_options() {
 		etcdbalance.WithClusterView(500*time.Millisecond), // probe twice a second
 		etcdbalance.WithLagThreshold(5000),                // tolerate more lag
 		etcdbalance.WithFollowerReads(false),              // let the leader take reads too
+		etcdbalance.WithLearnerReads(false),               // learners serve nothing
 		etcdbalance.WithMonotonicReads(false),             // no guard: stale reads may go back
 	)
 	if err != nil {

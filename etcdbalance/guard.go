@@ -8,6 +8,7 @@ import (
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/peer"
 )
 
 // headered is every etcd response: each carries the revision of the
@@ -78,82 +79,19 @@ func kvRevision(reply any) (int64, bool) {
 	return 0, false
 }
 
-// unaryInterceptor checks WithMember pins, marks serializable Ranges for
-// the picker (PickInfo carries the method, not the request) and, with the
-// monotonic guard on, records the highest revision the client has seen and
-// re-issues any serializable read answered below it. It is chained after
-// clientv3's retry interceptor, so it sees each attempt of a call
-// separately.
-func (h *handle) unaryInterceptor(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-	if h.e == nil || isProbe(ctx) {
-		return invoker(ctx, method, req, reply, cc, opts...)
-	}
-	e := h.e.forConn(cc)
-	if err := e.checkPin(ctx); err != nil {
-		return err
-	}
-	rt := e.rt
-	rr, _ := req.(*pb.RangeRequest)
-	base := ctx // without the mark, for the re-issues
-	var mark *readMark
-	if rr != nil && (rr.Serializable || len(rr.RangeEnd) > 0) {
-		mark = &readMark{serial: rr.Serializable, ranged: len(rr.RangeEnd) > 0}
-		ctx = context.WithValue(ctx, readKey{}, mark)
-	}
-	if rr == nil || !rr.Serializable {
-		// Linearizable reads cannot go back: they return at least what was
-		// committed when they started, and every revision seen before was
-		// committed. Writes and the rest only raise the floor.
-		if !rt.set.monotonic {
-			return invoker(ctx, method, req, reply, cc, opts...)
-		}
-		g := &e.guard
-		floor := g.maxRev.Load()
-		err := invoker(ctx, method, req, reply, cc, opts...)
-		if err == nil {
-			if rev, ok := kvRevision(reply); ok {
-				g.linearizable(rev, floor)
-			} else if hr, ok := reply.(headered); ok {
-				g.observe(hr.GetHeader().GetRevision())
-			}
-		}
-		return err
-	}
-
-	if !rt.set.monotonic {
-		return rt.serialRead(ctx, method, rr, reply, cc, invoker, opts)
-	}
-	// The floor is what the client had seen when the call started: calls
-	// that overlap are not ordered with each other.
-	g := &e.guard
-	floor := g.maxRev.Load()
-	rt.expireBehind()
-	err := rt.serialRead(ctx, method, rr, reply, cc, invoker, opts)
-	resp, ok := reply.(*pb.RangeResponse)
-	if err != nil || !ok {
-		return err
-	}
-	rev := resp.GetHeader().GetRevision()
-	if _, pinned := pinnedMember(ctx); rev >= floor || pinned {
-		// A call pinned with WithMember asked for that member's answer.
-		g.observe(rev)
-		return nil
-	}
-	return g.reissue(base, rt, method, rr, resp, mark, floor, cc, invoker, opts)
-}
-
 // reissue gets an answer at or above floor for a serializable read that a
-// member (addr) answered below it: first from another member (addr is
-// tagged behind, so no guarded read goes there until a probe shows it has
-// caught up), then from the leader, then as a linearizable read, which
-// cannot be below floor in the same cluster. ctx is the call's context
-// without first, the read mark of the first attempt. Steps that need the cluster
-// view are skipped without one. Each attempt is decoded into resp (grpc
-// resets it first), so the caller gets the last answer.
-func (g *guard) reissue(ctx context.Context, rt *router, method string, req *pb.RangeRequest, resp *pb.RangeResponse, first *readMark, floor int64, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts []grpc.CallOption) error {
+// member answered below it (answered: the peerAddr of its connection):
+// first from another member (that one is tagged behind, so no guarded read
+// goes there until a probe shows it has caught up), then from the leader,
+// then as a linearizable read, which cannot be below floor in the same
+// cluster. ctx is the call's context without the first attempt's read
+// mark; ranged tells a List. Steps that need the cluster view v are
+// skipped without one. Each attempt is decoded into resp (grpc resets it
+// first), so the caller gets the last answer.
+func (g *guard) reissue(ctx context.Context, v *view, answered string, method string, req *pb.RangeRequest, resp *pb.RangeResponse, ranged bool, floor int64, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts []grpc.CallOption) error {
 	g.stale.Add(1)
-	if v := rt.view.Load(); v != nil {
-		v.markBehind(first.addr, floor)
+	if v != nil {
+		v.markBehind(v.memberAt(answered), floor)
 		for _, leader := range [...]bool{false, true} {
 			if leader {
 				if !v.leaderKnown() {
@@ -163,8 +101,9 @@ func (g *guard) reissue(ctx context.Context, rt *router, method string, req *pb.
 			} else {
 				g.retryElsewhere.Add(1)
 			}
-			mark := &readMark{serial: true, ranged: first.ranged, leader: leader}
-			err := invoker(context.WithValue(ctx, readKey{}, mark), method, req, resp, cc, opts...)
+			mark := &readMark{serial: true, ranged: ranged, leader: leader}
+			var p peer.Peer
+			err := invoker(context.WithValue(ctx, readKey{}, mark), method, req, resp, cc, withPeer(opts, &p)...)
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
@@ -175,7 +114,7 @@ func (g *guard) reissue(ctx context.Context, rt *router, method string, req *pb.
 				g.observe(resp.GetHeader().GetRevision())
 				return nil
 			}
-			v.markBehind(mark.addr, floor)
+			v.markBehind(v.memberAt(peerAddr(&p)), floor)
 		}
 	}
 	g.retryLinear.Add(1)
@@ -183,7 +122,7 @@ func (g *guard) reissue(ctx context.Context, rt *router, method string, req *pb.
 	// the retry interceptor reuses it only after this returns.
 	req.Serializable = false
 	lctx := ctx
-	if first.ranged {
+	if ranged {
 		lctx = context.WithValue(ctx, readKey{}, &readMark{ranged: true})
 	}
 	err := invoker(lctx, method, req, resp, cc, opts...)
@@ -213,9 +152,9 @@ type rangeStreamResponse interface {
 type guardedRangeStream struct {
 	grpc.ClientStream                 // the current attempt's
 	ctx               context.Context // the call's, without a read mark
-	rt                *router
+	e                 *entry
 	g                 *guard
-	mark              *readMark // the first attempt's
+	peer              *peer.Peer // the current attempt's, known once it has ended
 	floor             int64
 	pinned            bool
 	desc              *grpc.StreamDesc
@@ -277,9 +216,9 @@ func (s *guardedRangeStream) answer(like any) ([]any, error) {
 		return chunks, orEOF(err)
 	}
 	s.g.stale.Add(1)
-	v := s.rt.view.Load()
+	v := s.e.view.Load()
 	if v != nil {
-		v.markBehind(s.mark.addr, s.floor)
+		v.markBehind(v.memberAt(peerAddr(s.peer)), s.floor)
 		for _, leader := range [...]bool{false, true} {
 			if leader {
 				if !v.leaderKnown() {
@@ -302,7 +241,7 @@ func (s *guardedRangeStream) answer(like any) ([]any, error) {
 				return chunks, io.EOF
 			}
 			if err == nil {
-				v.markBehind(mark.addr, s.floor)
+				v.markBehind(v.memberAt(peerAddr(s.peer)), s.floor)
 			}
 		}
 	}
@@ -322,7 +261,8 @@ func (s *guardedRangeStream) answer(like any) ([]any, error) {
 
 // reopen starts another attempt of the read on a new stream.
 func (s *guardedRangeStream) reopen(ctx context.Context) error {
-	cs, err := s.streamer(ctx, s.desc, s.cc, s.method, s.opts...)
+	s.peer = new(peer.Peer)
+	cs, err := s.streamer(ctx, s.desc, s.cc, s.method, withPeer(s.opts, s.peer)...)
 	if err != nil {
 		return err
 	}
@@ -359,35 +299,4 @@ func orEOF(err error) error {
 		return io.EOF
 	}
 	return err
-}
-
-// streamInterceptor checks WithMember pins, marks streams whose method
-// Classify does not know, so that the picker counts them as streams and
-// not as requests in flight, and guards RangeStreams.
-func (h *handle) streamInterceptor(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
-	var e *entry
-	if h.e != nil {
-		e = h.e.forConn(cc)
-		if err := e.checkPin(ctx); err != nil {
-			return nil, err
-		}
-	}
-	if Classify(method) == Other && (desc.ServerStreams || desc.ClientStreams) {
-		ctx = context.WithValue(ctx, streamKey{}, true)
-	}
-	if e == nil || method != methodRangeStream || !e.rt.set.monotonic {
-		return streamer(ctx, desc, cc, method, opts...)
-	}
-	_, pinned := pinnedMember(ctx)
-	s := &guardedRangeStream{
-		ctx: ctx, rt: e.rt, g: &e.guard, mark: &readMark{}, floor: e.guard.maxRev.Load(), pinned: pinned,
-		desc: desc, cc: cc, method: method, streamer: streamer, opts: opts,
-	}
-	e.rt.expireBehind()
-	cs, err := streamer(context.WithValue(ctx, readKey{}, s.mark), desc, cc, method, opts...)
-	if err != nil {
-		return nil, err
-	}
-	s.ClientStream = cs
-	return s, nil
 }

@@ -2,7 +2,6 @@ package etcdbalance
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"math"
 	"sync"
@@ -11,8 +10,7 @@ import (
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/peer"
 
 	"github.com/etcdbalance/etcdbalance-go/picker"
 )
@@ -87,12 +85,8 @@ func (h *hedger) spend() bool {
 	}
 }
 
-// hedgeKey carries a *hedgeCall in the first attempt's context;
-// skipKey the member the copy must not go to.
-type (
-	hedgeKey struct{}
-	skipKey  struct{}
-)
+// hedgeKey carries a *hedgeCall in the first attempt's context.
+type hedgeKey struct{}
 
 // hedgeCall is one hedged read: the first attempt runs on the caller's
 // goroutine; its pick arms a timer, which sends the copy.
@@ -106,7 +100,8 @@ type hedgeCall struct {
 	cc      *grpc.ClientConn
 	invoker grpc.UnaryInvoker
 	opts    []grpc.CallOption
-	mark2   *readMark // the copy's read mark, when the call has one: Pick records its member there
+	mark    *readMark // the call's read mark, for the copy's
+	peer2   peer.Peer // who answered the copy
 
 	mu      sync.Mutex
 	armed   bool
@@ -144,16 +139,17 @@ func (c *hedgeCall) fire() {
 		c.mu.Unlock()
 		return
 	}
-	ctx, cancel := context.WithCancel(context.WithValue(c.ctx, skipKey{}, c.addr))
-	if c.mark2 != nil {
-		ctx = context.WithValue(ctx, readKey{}, c.mark2)
+	m2 := readMark{serial: true, skip: []string{c.addr}}
+	if c.mark != nil {
+		m2.ranged, m2.leader = c.mark.ranged, c.mark.leader
 	}
+	ctx, cancel := context.WithCancel(context.WithValue(c.ctx, readKey{}, &m2))
 	c.sent, c.cancel2, c.done2 = true, cancel, make(chan hedgeResult, 1)
 	done := c.done2
 	// Copied while the first attempt is still out, so before the guard
 	// may change req (it does once the call returns).
 	req := *c.req
-	opts := ownResults(c.opts)
+	opts := append(ownResults(c.opts), grpc.Peer(&c.peer2))
 	c.mu.Unlock()
 	resp := new(pb.RangeResponse)
 	err := c.invoker(ctx, c.method, &req, resp, c.cc, opts...)
@@ -195,30 +191,28 @@ func (c *hedgeCall) finish(err error) *pb.RangeResponse {
 // invokeHedged runs a serializable Range with a hedge: the first attempt
 // on this goroutine, the copy (if its time comes) on the timer's. The copy
 // sends its own copy of req and decodes into its own response, which is
-// copied into reply when it wins. Call options that write results (peer,
-// header, trailer) are left to the first attempt.
+// copied into reply when it wins. Call options that write results
+// (header, trailer) are left to the first attempt; a grpc.Peer is given the
+// member that answered.
 func (h *hedger) invokeHedged(ctx context.Context, method string, req *pb.RangeRequest, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts []grpc.CallOption) error {
 	h.earned()
 	out, ok := reply.(*pb.RangeResponse)
 	if !ok {
 		return invoker(ctx, method, req, reply, cc, opts...)
 	}
-	mark := readMarkOf(ctx)
 	ctx1, cancel1 := context.WithCancel(ctx)
 	defer cancel1()
-	c := &hedgeCall{h: h, ctx: ctx, cancel1: cancel1, method: method, req: req, cc: cc, invoker: invoker, opts: opts}
-	if mark != nil {
-		m2 := *mark
-		m2.addr = ""
-		c.mark2 = &m2
-	}
+	c := &hedgeCall{h: h, ctx: ctx, cancel1: cancel1, method: method, req: req, cc: cc, invoker: invoker, opts: opts, mark: readMarkOf(ctx)}
 	err := invoker(context.WithValue(ctx1, hedgeKey{}, c), method, req, reply, cc, opts...)
 	if won := c.finish(err); won != nil {
 		*out = *won
-		if mark != nil {
-			// The guard blames the member that answered; finish received
-			// the copy's result, after its pick wrote the address.
-			mark.addr = c.mark2.addr
+		// The guard blames the member that answered: the caller's peer
+		// is the copy's (written before finish received its result; the
+		// first attempt, which returned, wrote its own before).
+		for _, o := range opts {
+			if po, ok := o.(grpc.PeerCallOption); ok && po.PeerAddr != nil {
+				*po.PeerAddr = c.peer2
+			}
 		}
 		return nil
 	}
@@ -229,32 +223,6 @@ func (h *hedger) invokeHedged(ctx context.Context, method string, req *pb.RangeR
 func hedgeCallOf(ctx context.Context) *hedgeCall {
 	c, _ := ctx.Value(hedgeKey{}).(*hedgeCall)
 	return c
-}
-
-// skipOf is the member a hedge copy must not go to; "" for other calls.
-func skipOf(ctx context.Context) string {
-	s, _ := ctx.Value(skipKey{}).(string)
-	return s
-}
-
-// pickSkipping re-picks a hedge copy that landed on skip, the member its
-// first attempt went to (up to four more times); the engine has no way yet
-// to leave one member out of a pick. When no other member comes up, the
-// copy fails with Unavailable and the first attempt carries on alone.
-func pickSkipping(skip string, t picker.Ticket, eng *picker.Picker, pick func() (picker.Ticket, bool, error)) (picker.Ticket, bool, error) {
-	for k := 0; k < 4 && t.Addr() == skip; k++ {
-		eng.Done(t, picker.Outcome{Result: picker.Canceled})
-		var wait bool
-		var err error
-		if t, wait, err = pick(); wait || err != nil {
-			return t, wait, err
-		}
-	}
-	if t.Addr() == skip {
-		eng.Done(t, picker.Outcome{Result: picker.Canceled})
-		return picker.Ticket{}, false, status.Errorf(codes.Unavailable, "etcdbalance: no member other than %s for a hedged read", skip)
-	}
-	return t, false, nil
 }
 
 // serialRead runs the attempt of a serializable Range that the interceptor
@@ -268,17 +236,6 @@ func (rt *router) serialRead(ctx context.Context, method string, req *pb.RangeRe
 		return invoker(ctx, method, req, reply, cc, opts...)
 	}
 	return rt.hedge.invokeHedged(ctx, method, req, reply, cc, invoker, opts)
-}
-
-// badHedgeDialOptions makes a dial with an invalid WithHedgedReads budget
-// fail, naming it, the way other invalid options fail DialOptions: through
-// the balancer config, which ParseConfig rejects.
-func badHedgeDialOptions(err error) []grpc.DialOption {
-	key, _ := json.Marshal(err.Error())
-	return []grpc.DialOption{
-		grpc.WithDisableServiceConfig(),
-		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"` + Name + `":{` + string(key) + `:0}}]}`),
-	}
 }
 
 // ownResults drops the call options that write results into the caller's

@@ -107,7 +107,7 @@ func TestHedgedInvoke(t *testing.T) {
 			return status.FromContextError(ctx.Err()).Err()
 		}
 		copies.Add(1)
-		assert.Equal(t, "a", skipOf(ctx), "the copy must avoid the first attempt's member")
+		assert.Equal(t, []string{"a"}, readMarkOf(ctx).skip, "the copy must avoid the first attempt's member")
 		reply.(*pb.RangeResponse).Header = &pb.ResponseHeader{Revision: 7}
 		return nil
 	}

@@ -44,6 +44,7 @@ import (
 type registry struct {
 	mu       sync.Mutex // guards the maps and the entries' fields marked so
 	byID     map[string]*entry
+	rejected map[string]error            // keys of DialOptions with invalid options
 	byClient map[*clientv3.Client]*entry // clients made by New
 	byTarget map[string]*entry           // owner channel's canonical target
 }
@@ -61,9 +62,10 @@ type entry struct {
 	id       string
 	cfg      picker.Config
 	engine   *picker.Picker
-	rt       *router // routing rules and cluster view of this engine
-	template *entry  // the entry registered under id; itself for the template
-	guard    guard   // the client's monotonic-read state
+	rt       *router              // routing rules of this engine
+	view     atomic.Pointer[view] // the running cluster view; nil while none runs
+	template *entry               // the entry registered under id; itself for the template
+	guard    guard                // the client's monotonic-read state
 	last     atomic.Pointer[targetEntry]
 
 	// Guarded by registry.mu.
@@ -84,6 +86,7 @@ type targetEntry struct {
 
 var reg = &registry{
 	byID:     map[string]*entry{},
+	rejected: map[string]error{},
 	byClient: map[*clientv3.Client]*entry{},
 	byTarget: map[string]*entry{},
 }
@@ -95,8 +98,12 @@ var idSeq atomic.Uint64
 const idPrefix = "etcdbalance-client-"
 
 // create registers a new engine for cfg with the routing rules set, held
-// by a client handle.
+// by a client handle. Building the engine is what validates cfg: the
+// error names the bad field and value.
 func (r *registry) create(cfg picker.Config, set routing) (*entry, error) {
+	if err := checkHedge(set.hedge); err != nil {
+		return nil, err
+	}
 	eng, err := picker.New(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("etcdbalance: invalid configuration: %v", err)
@@ -113,6 +120,36 @@ func (r *registry) create(cfg picker.Config, set routing) (*entry, error) {
 	r.byID[e.id] = e
 	r.mu.Unlock()
 	return e, nil
+}
+
+// reject mints a key for DialOptions whose options are invalid: parsing a
+// service config with it returns err, so that dialling fails with it. The
+// key holds no engine.
+func (r *registry) reject(err error) string {
+	id := fmt.Sprintf("%s%d", idPrefix, idSeq.Add(1))
+	r.mu.Lock()
+	r.rejected[id] = err
+	r.mu.Unlock()
+	return id
+}
+
+// rejection returns the error of a key minted by reject, nil for any
+// other.
+func (r *registry) rejection(id string) error {
+	if id == "" {
+		return nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.rejected[id]
+}
+
+// forgetRejection drops a key minted by reject, once its dial options are
+// garbage.
+func (r *registry) forgetRejection(id string) {
+	r.mu.Lock()
+	delete(r.rejected, id)
+	r.mu.Unlock()
 }
 
 // bindClient records that cli was made by New with e.
@@ -184,12 +221,15 @@ func (r *registry) forTargetLocked(t *entry, target string) *entry {
 	return s
 }
 
-// attach returns the engine balancer b is to use for cfg, and the entry it
-// attached to, or nil when the engine is the balancer's own.
-func (r *registry) attach(cfg *LBConfig, b *etcdBalancer) (*picker.Picker, *entry, error) {
+// attach returns the engine balancer b is to use for the entry registered
+// under client, and the entry it attached to, or nil when the engine is
+// the balancer's own: a key that is not registered (a hand-written
+// config), or an entry that another channel owns (one of clientv3's
+// throwaway channels, which gets the entry's configuration).
+func (r *registry) attach(client string, b *etcdBalancer) (*picker.Picker, *entry, error) {
 	r.mu.Lock()
 	var e *entry
-	if t := r.byID[cfg.Client]; t != nil {
+	if t := r.byID[client]; t != nil {
 		e = r.forTargetLocked(t, b.target)
 	}
 	if e != nil && (e.owner == b.channel || (e.bal == nil && !e.confirmed)) {
@@ -198,9 +238,9 @@ func (r *registry) attach(cfg *LBConfig, b *etcdBalancer) (*picker.Picker, *entr
 		return e.engine, e, nil
 	}
 	r.mu.Unlock()
-	pc := cfg.Picker
+	var pc picker.Config
 	if e != nil {
-		pc = e.cfg // same options, and the Clock and Rand JSON cannot carry
+		pc = e.cfg // validated when e was made
 	}
 	eng, err := picker.New(pc)
 	if err != nil {

@@ -1,7 +1,6 @@
 package etcdbalance
 
 import (
-	"context"
 	"sync/atomic"
 	"time"
 
@@ -9,49 +8,50 @@ import (
 )
 
 // Tags the cluster view puts on members in the engine (picker.Tags). Stats
-// reports them in MemberStats.Tags; the routing rules in the package doc
-// say what each one keeps a member out of.
+// reports the main ones as MemberStats' Leader, Learner and Lagging; the
+// routing rules in the package doc say what each one keeps a member out
+// of.
 const (
-	// TagLeader marks the member that the last probe round found leading,
+	// tagLeader marks the member that the last probe round found leading,
 	// and that answered that round.
-	TagLeader picker.Tags = 1 << iota
-	// TagLearner marks a learner (a non-voting member). etcd learners
+	tagLeader picker.Tags = 1 << iota
+	// tagLearner marks a learner (a non-voting member). etcd learners
 	// refuse every RPC but Status, serializable Range and Snapshot.
-	TagLearner
-	// TagLagging marks a member whose applied index trailed the most
+	tagLearner
+	// tagLagging marks a member whose applied index trailed the most
 	// advanced member's by more than the lag threshold in the last round.
-	TagLagging
-	// TagBehind marks a member that answered a serializable read with a
+	tagLagging
+	// tagBehind marks a member that answered a serializable read with a
 	// revision below one the client had already seen (monotonic guard):
-	// for 100ms, doubling while it keeps doing so up to the probe
-	// interval, or until a probe shows that it has caught up.
-	TagBehind
-	// TagUnverified marks a member that has not yet answered a probe, so
+	// a picker.Mark for 100ms, doubling while it keeps doing so up to the
+	// probe interval, or until a probe shows that it has caught up.
+	tagBehind
+	// tagUnverified marks a member that has not yet answered a probe, so
 	// its role (learner or voter) is not known. It is set only while the
 	// view runs.
-	TagUnverified
+	tagUnverified
 )
 
 // tagDown marks, in the engine, a member whose connection is not READY, so
 // that Pick never returns it. It belongs to the balancer; the view owns
-// the exported tags above.
+// the tags above.
 const tagDown picker.Tags = 1 << 31
 
 // viewTags are the bits the view owns.
-const viewTags = TagLeader | TagLearner | TagLagging | TagBehind | TagUnverified
+const viewTags = tagLeader | tagLearner | tagLagging | tagBehind | tagUnverified
 
 // Defaults of the cluster-aware routing, as documented on the options.
 const (
 	// DefaultViewInterval is how often the cluster view probes every
-	// member with Status. One Status per member per second is negligible
+	// member with Status, unless WithClusterView says otherwise. One Status per member per second is negligible
 	// load for etcd and bounds how long a leader change goes unnoticed.
 	DefaultViewInterval = time.Second
-	// DefaultViewJitter spreads each interval uniformly by ± this fraction,
+	// viewJitter spreads each interval uniformly by ± this fraction,
 	// so that many clients started together do not probe in lockstep.
-	DefaultViewJitter = 0.2
+	viewJitter = 0.2
 	// DefaultLagThreshold is how many raft entries a member's applied index
 	// may trail the most advanced member's before it is kept out of
-	// serializable reads. Healthy followers trail by a handful of entries,
+	// serializable reads, unless WithLagThreshold says otherwise. Healthy followers trail by a handful of entries,
 	// and a round's probes, sent together, are answered within
 	// milliseconds of each other: at 10,000 writes a second that skew is
 	// ~100 entries, well inside 1000. A member that has really fallen
@@ -73,7 +73,8 @@ type routing struct {
 	lagThreshold uint64
 	// leaderWrites: writes prefer the leader.
 	leaderWrites bool
-	// followerReads: reads avoid the leader (picker.Request.Avoid).
+	// followerReads: reads hold the leader in reserve
+	// (picker.Request.Reserve).
 	followerReads bool
 	// learnerReads: learners may serve serializable reads.
 	learnerReads bool
@@ -96,143 +97,45 @@ func defaultRouting() routing {
 
 // router is the shared routing state of one registered engine: the
 // settings and whether a view runs. The grpcPicker reads it on every pick;
-// it holds no lock.
+// it holds no lock. The view writes it; it knows neither the view nor the
+// balancer: the balancer listens for its changes (listen).
 type router struct {
 	set    routing
 	engine *picker.Picker
 
 	// viewOn is set while a view runs (from startView to its stop). While
-	// it is, members are TagUnverified until a probe answers.
+	// it is, members are tagUnverified until a probe answers.
 	viewOn atomic.Bool
 	// settled is set once the view's first probe round is over. Until then,
 	// calls that a learner would refuse and that find no member known to be
 	// a voter wait for the view rather than risk one whose role is unknown.
 	settled atomic.Bool
-	// view is the running view, nil until one starts.
-	view atomic.Pointer[view]
-	// bal is the balancer attached to the engine, to republish its picker
-	// when calls are waiting for the view; nil while none is.
-	bal atomic.Pointer[etcdBalancer]
-
-	// behindExpiry is the earliest end of a TagBehind hold, in Unix
-	// nanoseconds; 0 when no member is held.
-	behindExpiry atomic.Int64
-	hedge        *hedger // WithHedgedReads; nil = off
-}
-
-// expiryAt lowers behindExpiry to t.
-func (rt *router) expiryAt(t time.Time) {
-	n := t.UnixNano()
-	for {
-		cur := rt.behindExpiry.Load()
-		if (cur != 0 && cur <= n) || rt.behindExpiry.CompareAndSwap(cur, n) {
-			return
-		}
-	}
-}
-
-// expireBehind ends the TagBehind holds that are due. It costs one atomic
-// load while none is.
-func (rt *router) expireBehind() {
-	exp := rt.behindExpiry.Load()
-	if exp == 0 {
-		return
-	}
-	if now := time.Now(); now.UnixNano() >= exp {
-		if v := rt.view.Load(); v != nil {
-			v.expireBehind(now)
-		}
-	}
+	// changed is called by kick; nil while nobody listens.
+	changed atomic.Pointer[func()]
+	hedge   *hedger // WithHedgedReads; nil = off
 }
 
 func newRouter(set routing, eng *picker.Picker) *router {
 	return &router{set: set, engine: eng, hedge: newHedger(set.hedge)}
 }
 
-// kick makes the attached balancer publish a new picker, so that calls
-// waiting for one (balancer.ErrNoSubConnAvailable) are picked again.
+// kick tells the listener that the routing state changed: the balancer
+// then publishes a new picker, so that calls waiting for one
+// (balancer.ErrNoSubConnAvailable) are picked again.
 func (rt *router) kick() {
-	if b := rt.bal.Load(); b != nil {
-		b.republish()
+	if f := rt.changed.Load(); f != nil {
+		(*f)()
 	}
 }
 
-// Per-call routing overrides, carried in the context.
-type override uint8
-
-const (
-	overrideNone override = iota
-	overrideLeader
-	overrideAny
-)
-
-type overrideKey struct{}
-
-// overridesUsed spares every pick the context lookup until WithLeader or
-// WithAnyMember has been called once in the process.
-var overridesUsed atomic.Bool
-
-// WithLeader returns a context whose calls go to the leader, whatever
-// their kind: for reads that must not wait for a follower's ReadIndex round
-// trip, or for tools that want the leader's own answer. When no leader is
-// known (no cluster view, or the leader did not answer the last probe) or
-// its connection is down, the call is routed as usual. Learners are kept
-// out as usual.
-func WithLeader(ctx context.Context) context.Context {
-	overridesUsed.Store(true)
-	return context.WithValue(ctx, overrideKey{}, overrideLeader)
+// listen makes f the one function that kick calls, until cancel; a later
+// listen replaces it (a rebuilt balancer of the channel), and cancel then
+// leaves the newer one alone.
+func (rt *router) listen(f func()) (cancel func()) {
+	p := &f
+	rt.changed.Store(p)
+	return func() { rt.changed.CompareAndSwap(p, nil) }
 }
-
-// WithAnyMember returns a context whose calls ignore the cluster-aware
-// preferences: no leader preference for writes, no leader avoidance for
-// reads, no exclusion of lagging or behind members; the plain load-aware
-// choice among the connected members. Learners are still kept out of the
-// calls they refuse (anything but Status, serializable Range and
-// Snapshot), since sending them there could only fail. The monotonic guard
-// still checks the answer.
-func WithAnyMember(ctx context.Context) context.Context {
-	overridesUsed.Store(true)
-	return context.WithValue(ctx, overrideKey{}, overrideAny)
-}
-
-func overrideOf(ctx context.Context) override {
-	if !overridesUsed.Load() || ctx == nil {
-		return overrideNone
-	}
-	o, _ := ctx.Value(overrideKey{}).(override)
-	return o
-}
-
-// readMark is put into the context of a serializable Range (serial), of a
-// Range over a range of keys (ranged) and of a RangeStream by the
-// interceptors: PickInfo carries the method, not the request, so this is
-// how the picker tells a serializable read from a linearizable one, and a
-// List from the read of one key. The picker writes the member it picked into addr, for
-// the monotonic guard. grpc picks in the calling goroutine, before the call
-// returns (a stream: before the streamer returns), so the interceptor
-// reads addr afterwards without a race.
-type readMark struct {
-	addr   string
-	serial bool // a serializable Range: learners and lagging members are told apart
-	ranged bool // a Range with a range_end: judged by the engine's range estimate
-	leader bool // the guard's second retry: the leader only
-}
-
-type readKey struct{}
-
-func readMarkOf(ctx context.Context) *readMark {
-	if ctx == nil {
-		return nil
-	}
-	m, _ := ctx.Value(readKey{}).(*readMark)
-	return m
-}
-
-// probeKey marks the view's own Status calls, which the guard ignores:
-// the user never sees their answers.
-type probeKey struct{}
-
-func isProbe(ctx context.Context) bool { return ctx.Value(probeKey{}) != nil }
 
 // methodStatus is the one call besides serializable Range that learners
 // serve (etcd's isRPCSupportedForLearner). Snapshot is a stream learners
@@ -255,16 +158,17 @@ const (
 // view has not yet told which members are voters, or the only members that
 // may serve the call are not connected.
 //
-// The exclusion steps, strictest first, relax only what is safe to relax:
+// Lagging and behind members are avoided by serializable reads
+// (picker.Request.Avoid): they serve only when no other member may, since
+// a stale answer beats none (the guard re-checks it). The exclusion steps,
+// strictest first, relax only what is safe to relax:
 //
-//  1. connected members, not lagging or behind (serializable reads), and
-//     for calls a learner refuses only members known to be voters;
-//  2. the same, lagging and behind ones allowed: a stale answer beats none
-//     (the guard re-checks it);
-//  3. calls a learner refuses, once the first probe round is over: members
+//  1. connected members, and for calls a learner refuses only members
+//     known to be voters;
+//  2. calls a learner refuses, once the first probe round is over: members
 //     whose role is still unknown (their probes failed, so they are most
 //     likely voters that are busy or that the client reaches badly);
-//  4. calls a learner refuses, when no member of the set can be anything
+//  3. calls a learner refuses, when no member of the set can be anything
 //     but a learner: a learner, which refuses the call at once with etcd's
 //     own error, as the stock client does.
 //
@@ -272,8 +176,11 @@ const (
 // no known voter wait, and so do streams a learner refuses (a stream placed
 // then would leave the members not yet known out for its whole life);
 // calls whose only possible members are down wait too.
-func pickRouted(eng *picker.Picker, rt *router, class Class, kind picker.Kind, method string, mode override, mark *readMark) (t picker.Ticket, wait bool, err error) {
+func pickRouted(eng *picker.Picker, rt *router, class rpcClass, kind picker.Kind, method string, mode override, mark *readMark) (t picker.Ticket, wait bool, err error) {
 	req := picker.Request{Kind: kind, Class: costClass(class, method, mark)}
+	if mark != nil {
+		req.Skip = mark.skip
+	}
 	if rt == nil {
 		req.Exclude = tagDown
 		t, err = eng.Pick(req)
@@ -287,29 +194,34 @@ func pickRouted(eng *picker.Picker, rt *router, class Class, kind picker.Kind, m
 
 	switch {
 	case mode == overrideLeader || (mark != nil && mark.leader):
-		req.Prefer = TagLeader
+		req.Prefer = tagLeader
 	case mode == overrideAny:
-	case class == Write && set.leaderWrites:
-		req.Prefer = TagLeader
-	case class == Read && set.followerReads:
+	case class == rpcWrite && set.leaderWrites:
+		req.Prefer = tagLeader
+	case class == rpcRead && set.followerReads && req.Class != picker.ClassRange:
 		// The leader carries every write and all replication: it serves
-		// reads only while every follower is measurably slower
-		// (picker.Config.ReserveRatio), and a probe now and then.
-		req.Reserve = TagLeader
+		// reads of single keys only while every follower is measurably
+		// slower (picker.Config.ReserveRatio), and a probe now and then.
+		// Lists are not held back: bound by the bandwidth of the link that
+		// carries their answer rather than by the member, they queue
+		// behind each other, and n links drain them faster than n-1. The
+		// cost (estimate × in flight) keeps the leader's share of them near
+		// 1/n, and lower while its writes make it slower.
+		req.Reserve = tagLeader
 	}
 
-	var fresh picker.Tags // what serializable reads, backups and chunked reads want fresh members for
+	// Serializable reads, backups and chunked reads want fresh members.
 	if mode != overrideAny && (serial || method == methodSnapshot || method == methodRangeStream) {
 		if set.lagThreshold > 0 {
-			fresh |= TagLagging
+			req.Avoid |= tagLagging
 		}
 		if set.monotonic || method == methodSnapshot {
-			fresh |= TagBehind
+			req.Avoid |= tagBehind
 		}
 	}
 	var role picker.Tags // members that could refuse the call for their role
 	if !learnerSafe {
-		role = TagLearner | TagUnverified
+		role = tagLearner | tagUnverified
 	}
 	if role != 0 && kind == picker.Stream && rt.viewOn.Load() && !rt.settled.Load() {
 		// A stream lives for minutes: placed while only some members are
@@ -318,28 +230,18 @@ func pickRouted(eng *picker.Picker, rt *router, class Class, kind picker.Kind, m
 		// does not answer.
 		return picker.Ticket{}, true, picker.ErrNoEligible
 	}
-	for _, ex := range [...]picker.Tags{tagDown | role | fresh, tagDown | role} {
-		req.Exclude = ex
-		if t, err = eng.Pick(req); err != picker.ErrNoEligible {
-			return t, false, err
-		}
-		if fresh == 0 {
-			break
-		}
-	}
-	if role == 0 {
+	req.Exclude = tagDown | role
+	if t, err = eng.Pick(req); err != picker.ErrNoEligible || role == 0 {
 		return t, false, err
 	}
 	if rt.viewOn.Load() && !rt.settled.Load() {
 		return picker.Ticket{}, true, picker.ErrNoEligible
 	}
-	for _, ex := range [...]picker.Tags{tagDown | TagLearner | fresh, tagDown | TagLearner} {
-		req.Exclude = ex
-		if t, err = eng.Pick(req); err != picker.ErrNoEligible {
-			return t, false, err
-		}
+	req.Exclude = tagDown | tagLearner
+	if t, err = eng.Pick(req); err != picker.ErrNoEligible {
+		return t, false, err
 	}
-	if eng.Eligible(TagLearner) {
+	if eng.Eligible(tagLearner) {
 		// A member that may be a voter exists but is not connected: wait
 		// for it within the call's deadline, as for any member that is down.
 		return picker.Ticket{}, true, picker.ErrNoEligible
@@ -353,9 +255,9 @@ func pickRouted(eng *picker.Picker, rt *router, class Class, kind picker.Kind, m
 // Range with a range_end, or a RangeStream) and everything else (point
 // reads, status, leases) keep apart estimates, so that a member that has
 // just served a 2 MB List does not look slow for the reads of one key.
-func costClass(class Class, method string, mark *readMark) picker.Class {
+func costClass(class rpcClass, method string, mark *readMark) picker.Class {
 	switch {
-	case class == Write:
+	case class == rpcWrite:
 		return picker.ClassWrite
 	case method == methodRangeStream || (mark != nil && mark.ranged):
 		return picker.ClassRange

@@ -2,6 +2,7 @@ package etcdbalance
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -9,6 +10,7 @@ import (
 	"google.golang.org/grpc/balancer"
 
 	"github.com/etcdbalance/etcdbalance-go/picker"
+	"github.com/stretchr/testify/assert"
 )
 
 const (
@@ -27,12 +29,18 @@ func routedPicker(t *testing.T, set routing) *grpcPicker {
 	t.Helper()
 	// A clock that stands still: every call takes no time, so the latency
 	// estimates are equal and only the rules tell the members apart.
-	p, _ := testPickerWith(t, picker.Config{Policy: picker.LeastOutstanding, Clock: stoppedClock{}}, []string{"a", "b", "c", "d"}, "a", "b", "c", "d")
+	return routedPickerAt(t, set, stoppedClock{})
+}
+
+// routedPickerAt is routedPicker on clk, which only the test moves.
+func routedPickerAt(t *testing.T, set routing, clk picker.Clock) *grpcPicker {
+	t.Helper()
+	p, _ := testPickerWith(t, picker.Config{Policy: picker.LeastOutstanding, Clock: clk}, []string{"a", "b", "c", "d"}, "a", "b", "c", "d")
 	p.rt = newRouter(set, p.engine)
 	p.rt.viewOn.Store(true)
 	p.rt.settled.Store(true)
-	tag(t, p, "a", TagLeader)
-	tag(t, p, "d", TagLearner)
+	tag(t, p, "a", tagLeader)
+	tag(t, p, "d", tagLearner)
 	return p
 }
 
@@ -40,6 +48,12 @@ func routedPicker(t *testing.T, set routing) *grpcPicker {
 type stoppedClock struct{}
 
 func (stoppedClock) Now() time.Time { return time.Unix(1e9, 0) }
+
+// manualClock is a picker.Clock that moves only when the test says.
+type manualClock struct{ t atomic.Int64 }
+
+func (c *manualClock) Now() time.Time          { return time.Unix(0, c.t.Load()) }
+func (c *manualClock) advance(d time.Duration) { c.t.Add(int64(d)) }
 
 // tag replaces the view tags of addr.
 func tag(t *testing.T, p *grpcPicker, addr string, tags picker.Tags) {
@@ -117,28 +131,31 @@ func TestRoutingRules(t *testing.T) {
 	check("member list", route(t, p, mMemberList, ctx, n), "a", "b", "c")
 	check("status", route(t, p, methodStatus, ctx, n), "a", "b", "c", "d")
 	check("snapshot", route(t, p, methodSnapshot, ctx, n), "a", "b", "c")
-	check("range stream", route(t, p, methodRangeStream, ctx, n), "b", "c")
+	// Lists (a Range with a range_end, a RangeStream) share the leader by
+	// cost: only single-key reads hold it in reserve.
+	check("range stream", route(t, p, methodRangeStream, ctx, n), "a", "b", "c")
+	check("lists", route(t, p, mRange, context.WithValue(ctx, readKey{}, &readMark{ranged: true}), n), "a", "b", "c")
 	check("WithLeader reads", route(t, p, mRange, WithLeader(serial(ctx)), n), "a")
 	check("WithAnyMember linearizable reads", route(t, p, mRange, WithAnyMember(ctx), n), "a", "b", "c")
 	check("WithAnyMember writes", route(t, p, mPut, WithAnyMember(ctx), n), "a", "b", "c")
 
 	// Lagging and behind members get no serializable reads, but other
 	// calls; WithAnyMember ignores both.
-	tag(t, p, "b", TagLagging)
-	tag(t, p, "d", TagLearner|TagBehind)
+	tag(t, p, "b", tagLagging)
+	tag(t, p, "d", tagLearner|tagBehind)
 	check("serializable reads, b lagging, d behind", route(t, p, mRange, serial(ctx), n), "c")
 	check("linearizable reads, b lagging", route(t, p, mRange, ctx, n), "b", "c")
 	check("snapshot, b lagging", route(t, p, methodSnapshot, ctx, n), "a", "c")
-	check("range stream, b lagging", route(t, p, methodRangeStream, ctx, n), "c")
+	check("range stream, b lagging", route(t, p, methodRangeStream, ctx, n), "a", "c")
 	check("WithAnyMember serializable reads", route(t, p, mRange, WithAnyMember(serial(ctx)), n), "a", "b", "c", "d")
-	tag(t, p, "c", TagLagging)
+	tag(t, p, "c", tagLagging)
 	check("serializable reads, every follower stale", route(t, p, mRange, serial(ctx), n), "a")
-	tag(t, p, "a", TagLeader|TagLagging)
+	tag(t, p, "a", tagLeader|tagLagging)
 	check("serializable reads, everyone stale", route(t, p, mRange, serial(ctx), n), "b", "c", "d")
-	tag(t, p, "a", TagLeader)
+	tag(t, p, "a", tagLeader)
 	tag(t, p, "b", 0)
 	tag(t, p, "c", 0)
-	tag(t, p, "d", TagLearner)
+	tag(t, p, "d", tagLearner)
 
 	// The leader down: writes go to a follower, never to the learner.
 	_ = p.engine.UpdateTags("a", tagDown, 0)
@@ -160,12 +177,12 @@ func TestRoutingRules(t *testing.T) {
 	p.rt = newRouter(defaultRouting(), p.engine)
 	p.rt.viewOn.Store(true)
 	p.rt.settled.Store(true)
-	tag(t, p, "d", TagLearner)
+	tag(t, p, "d", tagLearner)
 	check("writes, only learners", route(t, p, mPut, ctx, n), "d")
 	check("watches, only learners", route(t, p, mWatch, ctx, n), "d")
 	check("serializable reads, only learners", route(t, p, mRange, serial(ctx), n), "d")
 	// Before the first round is over, its role is not known: wait.
-	tag(t, p, "d", TagUnverified)
+	tag(t, p, "d", tagUnverified)
 	p.rt.settled.Store(false)
 	check("writes, role unknown", route(t, p, mPut, ctx, n), "wait")
 	check("serializable reads, role unknown", route(t, p, mRange, serial(ctx), n), "d")
@@ -180,12 +197,12 @@ func TestRoutingRules(t *testing.T) {
 	set = defaultRouting()
 	set.lagThreshold, set.monotonic = 0, false
 	p = routedPicker(t, set)
-	tag(t, p, "b", TagLagging|TagBehind)
+	tag(t, p, "b", tagLagging|tagBehind)
 	check("serializable reads, lag and guard off", route(t, p, mRange, serial(ctx), n), "b", "c", "d")
 
 	// Without a router (an engine of the balancer's own): load alone.
 	p, _ = testPickerWith(t, picker.Config{Policy: picker.LeastOutstanding}, []string{"a", "b", "c"}, "a", "b", "c")
-	_ = p.engine.UpdateTags("a", TagLeader, 0)
+	_ = p.engine.UpdateTags("a", tagLeader, 0)
 	check("no router", route(t, p, mRange, ctx, n), "a", "b", "c")
 }
 
@@ -196,7 +213,7 @@ func TestRoutingWaitsForTheView(t *testing.T) {
 	ctx := context.Background()
 	p := routedPicker(t, defaultRouting())
 	for _, a := range []string{"a", "b", "c", "d"} {
-		tag(t, p, a, TagUnverified)
+		tag(t, p, a, tagUnverified)
 	}
 	p.rt.settled.Store(false)
 	if got := route(t, p, mPut, ctx, 10); got["wait"] != 10 {
@@ -214,7 +231,7 @@ func TestRoutingWaitsForTheView(t *testing.T) {
 		t.Errorf("writes with only b verified: %v, want all on b", got)
 	}
 	// Settled with nothing verified (every probe failed): fail open.
-	tag(t, p, "b", TagUnverified)
+	tag(t, p, "b", tagUnverified)
 	p.rt.settled.Store(true)
 	if got := route(t, p, mPut, ctx, 200); got["wait"] != 0 || len(got) < 3 {
 		t.Errorf("writes after the first round found nothing: %v, want them spread", got)
@@ -225,16 +242,17 @@ func TestRoutingWaitsForTheView(t *testing.T) {
 // guarded reads for behindHold, then tried again; held longer if still
 // behind; and released at once by a probe that shows it caught up.
 func TestBehindHold(t *testing.T) {
-	p := routedPicker(t, defaultRouting())
+	clk := &manualClock{}
+	clk.t.Store(1e18)
+	p := routedPickerAt(t, defaultRouting(), clk)
 	v := &view{rt: p.rt, engine: p.engine, interval: time.Second, members: map[string]*memberState{}}
 	for _, a := range []string{"a", "b", "c", "d"} {
 		v.members[a] = &memberState{verified: true}
 	}
-	p.rt.view.Store(v)
 	behind := func() bool {
 		for _, s := range p.engine.Snapshot() {
 			if s.Addr == "b" {
-				return s.Tags&TagBehind != 0
+				return s.Tags&tagBehind != 0
 			}
 		}
 		return false
@@ -243,12 +261,12 @@ func TestBehindHold(t *testing.T) {
 	if !behind() || v.members["b"].hold != behindHold {
 		t.Fatalf("after a stale answer: behind %v, hold %v", behind(), v.members["b"].hold)
 	}
-	p.rt.expireBehind()
+	clk.advance(behindHold - 1)
 	if !behind() {
-		t.Fatal("the hold ended at once")
+		t.Fatal("the hold ended early")
 	}
-	v.expireBehind(time.Now().Add(behindHold))
-	if behind() || p.rt.behindExpiry.Load() != 0 {
+	clk.advance(1)
+	if behind() {
 		t.Fatal("the hold did not end")
 	}
 	v.markBehind("b", 120)
@@ -256,7 +274,7 @@ func TestBehindHold(t *testing.T) {
 		t.Errorf("second hold %v, want %v", h, 2*behindHold)
 	}
 	for range 10 {
-		v.expireBehind(time.Now().Add(time.Hour))
+		clk.advance(time.Hour)
 		v.markBehind("b", 130)
 	}
 	if h := v.members["b"].hold; h != time.Second {
@@ -281,19 +299,7 @@ func TestRoutedPickAllocs(t *testing.T) {
 	ctx, cancel := context.WithTimeout(serial(context.Background()), time.Hour)
 	defer cancel()
 	for _, method := range []string{mRange, mPut} {
-		info := balancer.PickInfo{FullMethodName: method, Ctx: ctx}
-		done := balancer.DoneInfo{BytesSent: true, BytesReceived: true}
-		pick := func() {
-			res, err := p.Pick(info)
-			if err != nil {
-				t.Fatal(err)
-			}
-			res.Done(done)
-		}
-		for range 100 {
-			pick()
-		}
-		if n := testing.AllocsPerRun(1000, pick); n != 0 {
+		if n := pickAllocs(t, p, balancer.PickInfo{FullMethodName: method, Ctx: ctx}); n != 0 {
 			t.Errorf("%s: Pick+Done allocates %v times per call", method, n)
 		}
 	}
@@ -302,21 +308,38 @@ func TestRoutedPickAllocs(t *testing.T) {
 // TestCostClass: writes, Lists and the rest are judged by apart estimates.
 func TestCostClass(t *testing.T) {
 	cases := []struct {
-		class  Class
+		class  rpcClass
 		method string
 		mark   *readMark
 		want   picker.Class
 	}{
-		{Write, mPut, nil, picker.ClassWrite},
-		{Read, mRange, nil, picker.ClassPoint},
-		{Read, mRange, &readMark{serial: true}, picker.ClassPoint},
-		{Read, mRange, &readMark{ranged: true}, picker.ClassRange},
-		{Read, methodRangeStream, nil, picker.ClassRange},
-		{Other, methodStatus, nil, picker.ClassPoint},
+		{rpcWrite, mPut, nil, picker.ClassWrite},
+		{rpcRead, mRange, nil, picker.ClassPoint},
+		{rpcRead, mRange, &readMark{serial: true}, picker.ClassPoint},
+		{rpcRead, mRange, &readMark{ranged: true}, picker.ClassRange},
+		{rpcRead, methodRangeStream, nil, picker.ClassRange},
+		{rpcOther, methodStatus, nil, picker.ClassPoint},
 	}
 	for _, c := range cases {
 		if got := costClass(c.class, c.method, c.mark); got != c.want {
 			t.Errorf("costClass(%v, %s, %+v) = %v, want %v", c.class, c.method, c.mark, got, c.want)
 		}
 	}
+}
+
+// TestRouterListen: kick calls the one listener; a newer listener (a
+// rebuilt balancer) replaces the older, whose cancel leaves it alone.
+func TestRouterListen(t *testing.T) {
+	rt := newRouter(defaultRouting(), nil)
+	rt.kick() // nobody listens
+	var first, second int
+	cancel1 := rt.listen(func() { first++ })
+	rt.kick()
+	cancel2 := rt.listen(func() { second++ })
+	cancel1()
+	rt.kick()
+	cancel2()
+	rt.kick()
+	assert.Equal(t, 1, first)
+	assert.Equal(t, 1, second)
 }

@@ -1,11 +1,7 @@
 package etcdbalance
 
 import (
-	"cmp"
 	"context"
-	"errors"
-	"math/rand/v2"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -13,7 +9,7 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/peer"
 
 	"github.com/etcdbalance/etcdbalance-go/picker"
 )
@@ -21,7 +17,7 @@ import (
 // view is the cluster view of one engine: who leads, who is a learner, how
 // far each member has applied. A goroutine probes every member with Status
 // on the client's own connection, pinned to the member with WithMember,
-// once per interval (± DefaultViewJitter), and turns the answers into the
+// once per interval (± viewJitter), and turns the answers into the
 // engine's tags. It holds no reference to the connection: the connection
 // lives on the goroutine's stack, so that a DialOptions handle can still be
 // collected once its connection is closed.
@@ -34,9 +30,14 @@ type view struct {
 
 	rounds atomic.Int64
 
-	mu       sync.Mutex // guards what follows
-	stopped  bool       // the goroutine has returned; tag nothing more
-	members  map[string]*memberState
+	mu      sync.Mutex // guards what follows
+	stopped bool       // the goroutine has returned; tag nothing more
+	members map[string]*memberState
+	// peers maps the remote address of the connection to a member, as its
+	// probes saw it, to the member's address where the two differ (an
+	// endpoint by host name): the guard learns which member answered a
+	// read from grpc's peer, which holds the former.
+	peers    map[string]string
 	leader   string // address; "" when unknown
 	leaderID uint64
 	term     uint64
@@ -56,11 +57,12 @@ type memberState struct {
 	lag      uint64
 	lagging  bool
 	// needRev > 0: the member answered a read below this revision (the
-	// monotonic guard's floor); it is TagBehind until a probe shows it has
-	// reached it, or until behindUntil, whichever comes first.
+	// monotonic guard's floor); it is tagBehind (a picker.Mark) until a
+	// probe shows it has reached it, or until behindUntil (engine time),
+	// whichever comes first.
 	needRev     int64
-	behindUntil time.Time
-	// hold is how long the last TagBehind was to last; it doubles while
+	behindUntil time.Duration
+	// hold is how long the last tagBehind was to last; it doubles while
 	// the member keeps answering below the floor, and starts again from
 	// behindHold once a probe shows it has caught up with lastNeed.
 	hold     time.Duration
@@ -78,10 +80,11 @@ type memberState struct {
 // let the view log in again.
 const probeTimeoutFloor = 3 * time.Second
 
-// startView starts the view of e for cli, running until ctx ends (the
-// client's context for New; Attach's own for Attach). It returns the view,
-// or nil if one runs already.
-func startView(ctx context.Context, cli *clientv3.Client, e *entry) *view {
+// startView starts the view of e on cli's own connection, running until
+// ctx ends (the client's context for New; Attach's own for Attach). It
+// returns the view, or nil if one runs already. The entry holds the view
+// while it runs; the view knows only the router and the engine.
+func (e *entry) startView(ctx context.Context, cli *clientv3.Client) *view {
 	rt := e.rt
 	v := &view{
 		rt:       rt,
@@ -90,19 +93,27 @@ func startView(ctx context.Context, cli *clientv3.Client, e *entry) *view {
 		timeout:  max(rt.set.viewInterval, probeTimeoutFloor),
 		done:     make(chan struct{}),
 		members:  map[string]*memberState{},
+		peers:    map[string]string{},
 	}
-	if !rt.view.CompareAndSwap(nil, v) {
+	if !e.view.CompareAndSwap(nil, v) {
 		return nil
 	}
 	// Nothing is known of the members' roles yet: calls a learner refuses
 	// wait for the first answers (see pickRouted).
 	rt.settled.Store(false)
 	for _, a := range e.engine.Endpoints() {
-		_ = e.engine.UpdateTags(a, TagUnverified, 0)
+		_ = e.engine.UpdateTags(a, tagUnverified, 0)
 	}
 	rt.viewOn.Store(true)
 	conn := cli.ActiveConnection()
-	go v.run(ctx, conn)
+	go func() {
+		v.run(ctx, conn)
+		// A later Attach may start a new view.
+		e.view.CompareAndSwap(v, nil)
+		// Calls parked for the view route by load alone now.
+		rt.kick()
+		close(v.done)
+	}()
 	return v
 }
 
@@ -126,28 +137,26 @@ func (v *view) run(ctx context.Context, conn *grpc.ClientConn) {
 
 // stop ends the view: its tags come off the engine, so that a client
 // whose view was stopped (Attach's stop func) routes by load alone again
-// instead of by a frozen picture, and a later Attach may start a new view.
+// instead of by a frozen picture.
 func (v *view) stop() {
 	v.rt.viewOn.Store(false)
 	v.mu.Lock()
 	v.stopped = true
 	for _, a := range v.engine.Endpoints() {
 		_ = v.engine.UpdateTags(a, 0, viewTags)
+		_ = v.engine.Mark(a, tagBehind, 0)
 	}
 	v.mu.Unlock()
-	v.rt.view.CompareAndSwap(v, nil)
-	// Calls parked for the view route by load alone now.
-	v.rt.kick()
-	close(v.done)
 }
 
 func (v *view) jittered() time.Duration {
-	return time.Duration(float64(v.interval) * (1 + DefaultViewJitter*(2*rand.Float64()-1)))
+	return picker.Jitter(v.interval, viewJitter, nil)
 }
 
 // probeResult is one member's answer to one probe.
 type probeResult struct {
 	addr string
+	peer string // peerAddr of the connection that answered
 	resp *pb.StatusResponse
 	err  error
 }
@@ -181,8 +190,9 @@ func (v *view) round(ctx context.Context, mc pb.MaintenanceClient) {
 		wg.Go(func() {
 			pctx, cancel := context.WithTimeout(WithMember(context.WithValue(ctx, probeKey{}, true), addr), v.timeout)
 			defer cancel()
-			resp, err := mc.Status(pctx, &pb.StatusRequest{})
-			results[i] = probeResult{addr: addr, resp: resp, err: err}
+			var p peer.Peer
+			resp, err := mc.Status(pctx, &pb.StatusRequest{}, grpc.Peer(&p))
+			results[i] = probeResult{addr: addr, peer: peerAddr(&p), resp: resp, err: err}
 			if err == nil {
 				// Its role is known now: calls waiting for a voter need not
 				// wait for the slowest probe of the round.
@@ -262,6 +272,9 @@ func (v *view) apply(snap []picker.EndpointStats, results []probeResult) {
 			m.lastErr = r.err.Error()
 			continue
 		}
+		if r.peer != "" && r.peer != r.addr {
+			v.peers[r.peer] = r.addr
+		}
 		s := r.resp
 		m.verified, m.lastErr = true, ""
 		m.id = s.GetHeader().GetMemberId()
@@ -271,6 +284,7 @@ func (v *view) apply(snap []picker.EndpointStats, results []probeResult) {
 		m.lagging = v.rt.set.lagThreshold > 0 && m.lag > v.rt.set.lagThreshold
 		if m.needRev > 0 && m.rev >= m.needRev {
 			m.needRev = 0
+			_ = v.engine.Mark(r.addr, tagBehind, 0)
 		}
 		if m.rev >= m.lastNeed {
 			m.hold = 0
@@ -296,25 +310,53 @@ func (v *view) apply(snap []picker.EndpointStats, results []probeResult) {
 		}
 		v.tagLocked(a, m)
 	}
+	for p, a := range v.peers {
+		if !have[a] {
+			delete(v.peers, p)
+		}
+	}
+}
+
+// memberAt returns the member whose connection's remote address is peer
+// (see peerAddr), or "" when the view does not know it.
+func (v *view) memberAt(peer string) string {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if _, ok := v.members[peer]; ok {
+		return peer
+	}
+	return v.peers[peer]
+}
+
+// peerAddr names the remote end of the connection that served a call (the
+// grpc.Peer call option fills p) as memberAddr names members: a TCP
+// address as "host:port", a unix socket as grpc's unix address. With an
+// endpoint given by host name the two differ ("10.0.0.1:2379" for
+// "etcd-0:2379"), which the view's peers map resolves.
+func peerAddr(p *peer.Peer) string {
+	if p.Addr == nil {
+		return ""
+	}
+	if p.Addr.Network() == "unix" {
+		return memberAddr("unix://" + p.Addr.String())
+	}
+	return p.Addr.String()
 }
 
 // tagLocked sets the engine's view tags of one member from m.
 func (v *view) tagLocked(addr string, m *memberState) {
 	var set picker.Tags
 	if addr == v.leader {
-		set |= TagLeader
+		set |= tagLeader
 	}
 	if m.learner {
-		set |= TagLearner
+		set |= tagLearner
 	}
 	if m.lagging {
-		set |= TagLagging
-	}
-	if m.needRev > 0 {
-		set |= TagBehind
+		set |= tagLagging
 	}
 	if !m.verified {
-		set |= TagUnverified
+		set |= tagUnverified
 	}
 	_ = v.engine.UpdateTags(addr, set, viewTags&^set)
 }
@@ -336,47 +378,19 @@ func (v *view) markBehind(addr string, floor int64) {
 	if addr == "" {
 		return
 	}
-	now := time.Now()
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	m := v.members[addr]
 	if m == nil || v.stopped {
 		return // not a member any more, or no view to clear the tag
 	}
-	if m.needRev == 0 {
+	if now := v.engine.Now(); m.needRev == 0 || now >= m.behindUntil {
 		m.hold = min(max(2*m.hold, behindHold), max(v.interval, behindHold))
-		m.behindUntil = now.Add(m.hold)
-		v.rt.expiryAt(m.behindUntil)
+		m.behindUntil = now + m.hold
+		_ = v.engine.Mark(addr, tagBehind, m.hold)
 	}
 	m.needRev = max(m.needRev, floor)
 	m.lastNeed = max(m.lastNeed, floor)
-	v.tagLocked(addr, m)
-}
-
-// expireBehind lifts the TagBehind holds that have ended, so that those
-// members are tried again (and held longer if still behind).
-func (v *view) expireBehind(now time.Time) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if v.stopped {
-		return
-	}
-	var next time.Time
-	for a, m := range v.members {
-		if m.needRev == 0 {
-			continue
-		}
-		if !now.Before(m.behindUntil) {
-			m.needRev = 0
-			v.tagLocked(a, m)
-		} else if next.IsZero() || m.behindUntil.Before(next) {
-			next = m.behindUntil
-		}
-	}
-	v.rt.behindExpiry.Store(0)
-	if !next.IsZero() {
-		v.rt.expiryAt(next)
-	}
 }
 
 // leaderKnown reports whether the last round found a leader.
@@ -384,232 +398,4 @@ func (v *view) leaderKnown() bool {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	return v.leader != ""
-}
-
-// View is a client's cluster view and monotonic-guard counters, as
-// returned by ClusterView.
-type View struct {
-	// Running reports whether a view runs for the client (New starts one
-	// unless WithClusterView(-1); DialOptions clients need Attach).
-	Running bool
-	// Interval is the probe period (each one spread by ± DefaultViewJitter).
-	Interval time.Duration
-	// Rounds counts completed probe rounds. A round probes every member
-	// whose connection is up (or whose role is not known yet) once.
-	Rounds int64
-	// Updated is when the last round completed; zero before the first.
-	Updated time.Time
-	// Leader is the leader's address as the client knows it
-	// ("127.0.0.1:2379"), "" when the last round found none that answered;
-	// LeaderID its member ID; Term the highest raft term reported.
-	Leader   string
-	LeaderID uint64
-	Term     uint64
-	// Members lists what the view knows of each member, by address.
-	Members []MemberView
-	// Guard counts the monotonic guard's work.
-	Guard GuardStats
-}
-
-// MemberView is what the cluster view knows of one member, as of the last
-// round it answered.
-type MemberView struct {
-	Addr string
-	// Verified is false until the member has answered a probe; until then
-	// it gets nothing that a learner would refuse (while some voter is
-	// known).
-	Verified bool
-	ID       uint64
-	Leader   bool // leads, and answered the last round
-	Learner  bool
-	// LeaderID is the leader the member reported, 0 for none; Term its
-	// raft term.
-	LeaderID uint64
-	Term     uint64
-	// AppliedIndex and CommittedIndex are the member's raft indexes;
-	// Revision its store revision.
-	AppliedIndex   uint64
-	CommittedIndex uint64
-	Revision       int64
-	// Lag is how many entries AppliedIndex trailed the most advanced
-	// member's in the round; Lagging is true when that exceeded the lag
-	// threshold, which keeps the member out of serializable reads.
-	Lag     uint64
-	Lagging bool
-	// Behind is true while the member is known to be below a revision the
-	// client has seen (TagBehind).
-	Behind bool
-	// Probes counts Status probes sent to the member (counted when sent);
-	// ProbeFailures those that failed; LastError the last failure, "" after
-	// an answer.
-	Probes        int64
-	ProbeFailures int64
-	LastError     string
-}
-
-// GuardStats counts the monotonic guard's work for one client.
-type GuardStats struct {
-	// On reports whether the guard is on (WithMonotonicReads).
-	On bool
-	// Revision is the highest response revision the client has seen.
-	Revision int64
-	// Stale counts serializable reads answered below the revision the
-	// client had seen when they started; each was re-issued.
-	Stale int64
-	// RetriedElsewhere, RetriedOnLeader and RetriedLinearizable count the
-	// re-issues: to another member, to the leader, as a linearizable read.
-	RetriedElsewhere, RetriedOnLeader, RetriedLinearizable int64
-	// Resets counts the times the floor was lowered: a write or a
-	// linearizable read was answered below it, which only a cluster whose
-	// revision went back can do (restored from an older snapshot, or the
-	// endpoints now reach another cluster). Each costs at most one stale
-	// read's re-issues, and logs a warning.
-	Resets int64
-}
-
-// ClusterView returns the cluster view of a client made by New, or by
-// clientv3.New with DialOptions (after Attach for the view; the guard
-// counters are there either way). Errors as for Stats.
-func ClusterView(cli *clientv3.Client) (View, error) {
-	e, err := entryOf(cli)
-	if err != nil {
-		return View{}, err
-	}
-	rt := e.rt
-	out := View{Guard: GuardStats{On: rt.set.monotonic}}
-	g := &e.guard
-	out.Guard.Revision = g.maxRev.Load()
-	out.Guard.Stale = g.stale.Load()
-	out.Guard.RetriedElsewhere = g.retryElsewhere.Load()
-	out.Guard.RetriedOnLeader = g.retryLeader.Load()
-	out.Guard.RetriedLinearizable = g.retryLinear.Load()
-	out.Guard.Resets = g.resets.Load()
-	v := rt.view.Load()
-	if v == nil {
-		return out, nil
-	}
-	out.Running = true
-	select {
-	case <-v.done:
-		out.Running = false
-	default:
-	}
-	out.Interval = v.interval
-	out.Rounds = v.rounds.Load()
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	out.Updated, out.Leader, out.LeaderID, out.Term = v.updated, v.leader, v.leaderID, v.term
-	for a, m := range v.members {
-		out.Members = append(out.Members, MemberView{
-			Addr: a, Verified: m.verified, ID: m.id,
-			Leader: a == v.leader, Learner: m.learner,
-			LeaderID: m.leaderID, Term: m.term,
-			AppliedIndex: m.applied, CommittedIndex: m.commit, Revision: m.rev,
-			Lag: m.lag, Lagging: m.lagging, Behind: m.needRev > 0,
-			Probes: m.probes, ProbeFailures: m.failures, LastError: m.lastErr,
-		})
-	}
-	slices.SortFunc(out.Members, func(a, b MemberView) int { return cmp.Compare(a.Addr, b.Addr) })
-	return out, nil
-}
-
-// entryOf finds the registry entry of a balanced client.
-func entryOf(cli *clientv3.Client) (*entry, error) {
-	if cli == nil {
-		return nil, ErrNotBalanced
-	}
-	if cli.Ctx().Err() != nil {
-		return nil, ErrClientClosed
-	}
-	e := reg.lookup(cli)
-	if e == nil {
-		return nil, ErrNotBalanced
-	}
-	reg.claim(cli.ActiveConnection(), e)
-	return e, nil
-}
-
-// attachWait bounds how long Attach waits for a client's balancer to come
-// up: clientv3.New returns before the channel has resolved its endpoints.
-const attachWait = 10 * time.Second
-
-// awaitEntry finds the registry entry of cli, waiting for its channel to
-// set up its balancer if need be (3.7 clients start idle). A channel that
-// is READY without an entry does not use this package's balancer: it would
-// have attached its engine before any connection was up.
-func awaitEntry(cli *clientv3.Client) (*entry, error) {
-	conn := cli.ActiveConnection()
-	conn.Connect()
-	deadline := time.Now().Add(attachWait)
-	for {
-		ready := conn.GetState() == connectivity.Ready
-		if e := reg.lookup(cli); e != nil {
-			return e, nil
-		}
-		switch {
-		case cli.Ctx().Err() != nil:
-			return nil, ErrClientClosed
-		case ready || time.Now().After(deadline):
-			return nil, ErrNotBalanced
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-// ErrViewOff is returned by Attach for a client whose options switched the
-// cluster view off (WithClusterView with a negative interval).
-var ErrViewOff = errors.New("etcdbalance: the cluster view is switched off for this client")
-
-// Attach starts the cluster view of a client built by clientv3.New with
-// DialOptions, which cannot start it by itself (the options exist before
-// the client):
-//
-//	cfg.DialOptions = append(cfg.DialOptions, etcdbalance.DialOptions()...)
-//	cli, err := clientv3.New(cfg)
-//	...
-//	stop, err := etcdbalance.Attach(cli)
-//
-// From then on the client routes as one made by New: writes to the
-// leader, reads to followers, learners and lagging members kept safe.
-// The view stops when the client is closed, or when stop is called (stop
-// waits for the probe goroutine to return; calling it again does nothing).
-// Clients made by New have a view already: for them, and for a second
-// Attach, stop does nothing.
-//
-// Attach waits, up to 10 s, for the client's connection to set up its
-// balancer. It returns ErrNotBalanced for a client that does not use
-// DialOptions (once its connection is READY, or after those 10 s),
-// ErrClientClosed for a closed one, and ErrViewOff if the options switched
-// the view off.
-func Attach(cli *clientv3.Client) (stop func(), err error) {
-	if cli == nil {
-		return nil, ErrNotBalanced
-	}
-	if cli.Ctx().Err() != nil {
-		return nil, ErrClientClosed
-	}
-	e, err := awaitEntry(cli)
-	if err != nil {
-		return nil, err
-	}
-	reg.claim(cli.ActiveConnection(), e)
-	if cli.Ctx().Err() != nil {
-		return nil, ErrClientClosed
-	}
-	if e.rt.set.viewInterval <= 0 {
-		return nil, ErrViewOff
-	}
-	ctx, cancel := context.WithCancel(cli.Ctx())
-	v := startView(ctx, cli, e)
-	if v == nil {
-		cancel()
-		return func() {}, nil
-	}
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			cancel()
-			<-v.done
-		})
-	}, nil
 }

@@ -2,9 +2,13 @@ package etcdbalance
 
 import (
 	"errors"
+	"net"
 	"testing"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"google.golang.org/grpc/peer"
 )
 
 // statusOf is a Status answer from member id, at term, following leader,
@@ -63,10 +67,10 @@ func TestViewApply(t *testing.T) {
 			}
 			tags := map[string]bool{}
 			for _, s := range p.engine.Snapshot() {
-				if s.Tags&TagLeader != 0 {
+				if s.Tags&tagLeader != 0 {
 					tags["leader:"+s.Addr] = true
 				}
-				if s.Tags&TagLagging != 0 {
+				if s.Tags&tagLagging != 0 {
 					tags["lagging:"+s.Addr] = true
 				}
 			}
@@ -87,4 +91,46 @@ func TestViewApply(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestViewLearnsPeers: the view maps the remote address its probes
+// reached to the member's address, where the two differ, and forgets the
+// mapping with the member.
+func TestViewLearnsPeers(t *testing.T) {
+	p := routedPicker(t, defaultRouting())
+	v := &view{rt: p.rt, engine: p.engine, members: map[string]*memberState{}, peers: map[string]string{}}
+	for _, a := range []string{"a", "b", "c"} {
+		v.members[a] = &memberState{}
+	}
+	v.apply(p.engine.Snapshot(), []probeResult{
+		{addr: "a", peer: "10.0.0.1:2379", resp: statusOf(1, 2, 1, 100)},
+		{addr: "b", peer: "b", resp: statusOf(2, 2, 1, 100)},
+		{addr: "c", peer: "10.0.0.3:2379", err: errors.New("no answer")},
+	})
+	assert.Equal(t, "a", v.memberAt("10.0.0.1:2379"))
+	assert.Equal(t, "b", v.memberAt("b"))
+	assert.Empty(t, v.memberAt("10.0.0.3:2379"), "a failed probe maps nothing")
+	assert.Equal(t, map[string]string{"10.0.0.1:2379": "a"}, v.peers)
+
+	require.NoError(t, p.engine.SetEndpoints([]string{"b", "c", "d"}))
+	v.apply(p.engine.Snapshot(), []probeResult{{addr: "b", peer: "b", resp: statusOf(2, 2, 2, 100)}})
+	assert.Empty(t, v.memberAt("10.0.0.1:2379"), "the member left")
+	assert.Empty(t, v.peers)
+}
+
+// TestPeerAddr: grpc's peer address is named as memberAddr names members.
+func TestPeerAddr(t *testing.T) {
+	for _, c := range []struct {
+		addr net.Addr
+		want string
+	}{
+		{nil, ""},
+		{&net.TCPAddr{IP: net.IPv4(10, 0, 0, 1), Port: 2379}, "10.0.0.1:2379"},
+		{&net.TCPAddr{IP: net.IPv6loopback, Port: 2379}, "[::1]:2379"},
+		{&net.UnixAddr{Name: "/run/etcd.sock", Net: "unix"}, "unix:///run/etcd.sock"},
+		{&net.UnixAddr{Name: "etcd.sock", Net: "unix"}, "unix:etcd.sock"},
+	} {
+		assert.Equal(t, c.want, peerAddr(&peer.Peer{Addr: c.addr}), "%v", c.addr)
+	}
+	assert.Equal(t, memberAddr("unix:///run/etcd.sock"), peerAddr(&peer.Peer{Addr: &net.UnixAddr{Name: "/run/etcd.sock", Net: "unix"}}))
 }

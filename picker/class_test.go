@@ -26,8 +26,8 @@ func TestClassesKeepTheirOwnEstimates(t *testing.T) {
 	clk := newFakeClock()
 	p := mustNew(t, Config{Clock: clk, Rand: NewSource(1), SlowStart: -1}, "a", "b")
 	const ta, tb Tags = 1, 2
-	_ = p.SetTags("a", ta)
-	_ = p.SetTags("b", tb)
+	_ = p.UpdateTags("a", ta, ^ta)
+	_ = p.UpdateTags("b", tb, ^tb)
 	for i := 0; i < 10; i++ {
 		clk.Advance(time.Millisecond)
 		feed(t, p, ta, ClassPoint, time.Millisecond)
@@ -85,7 +85,7 @@ func reserveRun(t *testing.T, p *Picker, clk *fakeClock, n int, gap time.Duratio
 func TestReserveRule(t *testing.T) {
 	clk := newFakeClock()
 	p := mustNew(t, Config{Clock: clk, Rand: NewSource(7)}, "l", "f1", "f2")
-	_ = p.SetTags("l", 1)
+	_ = p.UpdateTags("l", 1, 0)
 	ms := time.Millisecond
 
 	// Healthy followers, a leader somewhat slower (writes): probes only,
@@ -118,12 +118,12 @@ func TestReserveRule(t *testing.T) {
 	// Round robin never reserves into the leader while others are eligible;
 	// an only-eligible leader is picked.
 	rr := mustNew(t, Config{Clock: clk, Rand: NewSource(7), Policy: RoundRobin}, "l", "f1", "f2")
-	_ = rr.SetTags("l", 1)
+	_ = rr.UpdateTags("l", 1, 0)
 	if s := reserveRun(t, rr, clk, 3000, ms, slow); s != 0 {
 		t.Errorf("round-robin: leader share %.4f, want 0", s)
 	}
-	_ = p.SetTags("f1", 2)
-	_ = p.SetTags("f2", 2)
+	_ = p.UpdateTags("f1", 2, 0)
+	_ = p.UpdateTags("f2", 2, 0)
 	if tk, err := p.Pick(Request{Reserve: 1, Exclude: 2}); err != nil || tk.Addr() != "l" {
 		t.Errorf("only the leader eligible: got %q, %v", tk.Addr(), err)
 	}

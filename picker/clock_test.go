@@ -1,6 +1,7 @@
 package picker
 
 import (
+	"sync"
 	"testing"
 	"time"
 
@@ -68,7 +69,7 @@ func TestEjectionBoundedUnderSteps(t *testing.T) {
 			tk, err := p.Pick(Request{})
 			require.NoError(t, err)
 			assert.Equal(t, "a", tk.Addr())
-			assert.True(t, tk.Probe(), "the probe did not go after a step of %v", step)
+			assert.True(t, tk.probe, "the probe did not go after a step of %v", step)
 			p.Done(tk, Outcome{})
 			assert.False(t, statsOf(t, p, "a").Ejected)
 		})
@@ -138,4 +139,26 @@ func TestRunWithClockSteps(t *testing.T) {
 	for _, a := range []string{"b", "c", "d", "e"} {
 		assert.True(t, counts["a"] < counts[a], "the slow member took %d picks, %s %d", counts["a"], a, counts[a])
 	}
+}
+
+// TestRaiseLower: from many goroutines, raiseTo leaves the largest value
+// and lowerTo the smallest, 0 counting as "none".
+func TestRaiseLower(t *testing.T) {
+	var hi, lo int64
+	var wg sync.WaitGroup
+	for g := int64(1); g <= 8; g++ {
+		wg.Add(1)
+		go func(g int64) {
+			defer wg.Done()
+			for i := int64(0); i < 1000; i++ {
+				v := g*1000 + i
+				assert.GreaterOrEqual(t, raiseTo(&hi, v), v)
+				lowerTo(&lo, v)
+			}
+		}(g)
+	}
+	wg.Wait()
+	assert.EqualValues(t, 8999, hi)
+	assert.EqualValues(t, 1000, lo)
+	assert.EqualValues(t, 8999, raiseTo(&hi, 5), "raiseTo returns what it leaves")
 }

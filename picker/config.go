@@ -29,20 +29,24 @@ const (
 	Pinned Policy = "pinned"
 )
 
-// Policies lists every policy, default first.
-var Policies = []Policy{P2CEWMA, LeastOutstanding, RoundRobin, ShuffledPin, Pinned}
+// Policies lists every policy, default first, in a new slice: for
+// benchmarks and simulations that compare them (examples/bench,
+// internal/sim).
+func Policies() []Policy {
+	return []Policy{P2CEWMA, LeastOutstanding, RoundRobin, ShuffledPin, Pinned}
+}
 
 // ParsePolicy returns the policy named s; the empty string means P2CEWMA.
 func ParsePolicy(s string) (Policy, error) {
 	if s == "" {
 		return P2CEWMA, nil
 	}
-	for _, p := range Policies {
+	for _, p := range Policies() {
 		if string(p) == s {
 			return p, nil
 		}
 	}
-	return "", fmt.Errorf("picker: unknown policy %q (want one of %v)", s, Policies)
+	return "", fmt.Errorf("picker: unknown policy %q (want one of %v)", s, Policies())
 }
 
 // MaxEndpoints is the largest endpoint set a Picker accepts. etcd clusters
@@ -148,20 +152,14 @@ type Config struct {
 	// Default 0.2; must be in [0, 1).
 	ReshuffleJitter float64
 
-	// AvoidFactor is how much cheaper an avoided endpoint (Request.Avoid)
-	// must be than every other eligible endpoint before it is picked.
-	// Default 2; must be ≥ 1.
-	AvoidFactor float64
-
 	// ReserveRatio is the one knob of the reserve rule (Request.Reserve,
 	// the leader for reads): a reserve endpoint becomes an ordinary P2C
 	// candidate for a unary request only while every other eligible
 	// endpoint's latency estimate for the request's class is more than
 	// ReserveRatio times its own. The gate compares estimates, not costs:
 	// an endpoint with many requests in flight is busy, not slow, and a
-	// gate on cost (AvoidFactor) hands the reserve a share that grows with
-	// concurrency. So while the others are healthy the reserve takes only
-	// probes, which keep its estimate current: one request when its
+	// gate on cost hands the reserve a share that grows with concurrency.
+	// So while the others are healthy the reserve takes only probes, which keep its estimate current: one request when its
 	// estimate for the class is a second old, at most once a second and in
 	// at most 1 of 2n picks (n endpoints), well below its fair share of
 	// 1/n. When the others saturate or slow down, their estimates rise and
@@ -179,33 +177,33 @@ type Config struct {
 	// and samples are clamped to a minute. A step back is taken as a jump
 	// forward of the engine's time by a minute, or by EjectMax, SlowStart
 	// or ReshuffleInterval if longer, because the real time that
-	// passed is unknown: every hold (an ejection, a slow start, an
-	// adapter's mark measured with Picker.Now) then ends early rather than
-	// late, and requests in flight across it give no latency sample.
+	// passed is unknown: every hold (an ejection, a slow start, a Mark no
+	// longer than the jump, an adapter's hold measured with Picker.Now)
+	// then ends early rather than late, and requests in flight across it
+	// give no latency sample.
 	Clock Clock
 
 	// Rand supplies randomness. Default a Source seeded from the clock.
 	Rand Source
 }
 
-// Defaults, as documented on Config.
+// Defaults, as documented on the fields of Config.
 const (
-	DefaultDecay             = 10 * time.Second
-	DefaultMinSampleWeight   = 0.05
-	DefaultPeakStep          = 4.0
-	DefaultIdleGrace         = 250 * time.Millisecond
-	DefaultIdleDecay         = time.Second
-	DefaultRTT               = 30 * time.Millisecond
-	DefaultSlowStart         = 5 * time.Second
-	DefaultSlowStartPenalty  = 3.0
-	DefaultFailurePenalty    = 250 * time.Millisecond
-	DefaultEjectAfter        = 5
-	DefaultEjectBase         = time.Second
-	DefaultEjectMax          = 30 * time.Second
-	DefaultReshuffleInterval = 30 * time.Second
-	DefaultReshuffleJitter   = 0.2
-	DefaultAvoidFactor       = 2.0
-	DefaultReserveRatio      = 1.5
+	defaultDecay             = 10 * time.Second
+	defaultMinSampleWeight   = 0.05
+	defaultPeakStep          = 4.0
+	defaultIdleGrace         = 250 * time.Millisecond
+	defaultIdleDecay         = time.Second
+	defaultRTT               = 30 * time.Millisecond
+	defaultSlowStart         = 5 * time.Second
+	defaultSlowStartPenalty  = 3.0
+	defaultFailurePenalty    = 250 * time.Millisecond
+	defaultEjectAfter        = 5
+	defaultEjectBase         = time.Second
+	defaultEjectMax          = 30 * time.Second
+	defaultReshuffleInterval = 30 * time.Second
+	defaultReshuffleJitter   = 0.2
+	defaultReserveRatio      = 1.5
 )
 
 // reserveProbeEvery is the staleness and the interval of reserve probes
@@ -234,7 +232,6 @@ type settings struct {
 	ejectMax       int64
 	reshuffle      int64 // ns; 0 = off
 	jitter         float64
-	avoidFactor    float64
 	reserveRatio   float64
 	stepJump       int64 // ns: how far the engine's time jumps on a clock step back
 }
@@ -287,15 +284,15 @@ func (c Config) settings() (settings, error) {
 	}
 	var decay, grace, idle, rtt, slow, fail, eb, em, resh time.Duration
 	for _, f := range []durField{
-		{"Decay", c.Decay, DefaultDecay, false, &decay},
-		{"IdleGrace", c.IdleGrace, DefaultIdleGrace, false, &grace},
-		{"IdleDecay", c.IdleDecay, DefaultIdleDecay, true, &idle},
-		{"DefaultRTT", c.DefaultRTT, DefaultRTT, false, &rtt},
-		{"SlowStart", c.SlowStart, DefaultSlowStart, true, &slow},
-		{"FailurePenalty", c.FailurePenalty, DefaultFailurePenalty, false, &fail},
-		{"EjectBase", c.EjectBase, DefaultEjectBase, false, &eb},
-		{"EjectMax", c.EjectMax, DefaultEjectMax, false, &em},
-		{"ReshuffleInterval", c.ReshuffleInterval, DefaultReshuffleInterval, true, &resh},
+		{"Decay", c.Decay, defaultDecay, false, &decay},
+		{"IdleGrace", c.IdleGrace, defaultIdleGrace, false, &grace},
+		{"IdleDecay", c.IdleDecay, defaultIdleDecay, true, &idle},
+		{"DefaultRTT", c.DefaultRTT, defaultRTT, false, &rtt},
+		{"SlowStart", c.SlowStart, defaultSlowStart, true, &slow},
+		{"FailurePenalty", c.FailurePenalty, defaultFailurePenalty, false, &fail},
+		{"EjectBase", c.EjectBase, defaultEjectBase, false, &eb},
+		{"EjectMax", c.EjectMax, defaultEjectMax, false, &em},
+		{"ReshuffleInterval", c.ReshuffleInterval, defaultReshuffleInterval, true, &resh},
 	} {
 		v, err := durOr(f.name, f.in, f.def, f.allowOff)
 		if err != nil {
@@ -321,7 +318,7 @@ func (c Config) settings() (settings, error) {
 
 	switch {
 	case c.EjectAfter == 0:
-		s.ejectAfter = DefaultEjectAfter
+		s.ejectAfter = defaultEjectAfter
 	case c.EjectAfter < 0:
 		s.ejectAfter = 0
 	default:
@@ -330,7 +327,7 @@ func (c Config) settings() (settings, error) {
 
 	switch msw := c.MinSampleWeight; {
 	case msw == 0:
-		s.maxKeep = 1 - DefaultMinSampleWeight
+		s.maxKeep = 1 - defaultMinSampleWeight
 	case msw < 0:
 		s.maxKeep = 1
 	case msw < 1:
@@ -341,7 +338,7 @@ func (c Config) settings() (settings, error) {
 
 	switch ps := c.PeakStep; {
 	case ps == 0:
-		s.peakStep = DefaultPeakStep
+		s.peakStep = defaultPeakStep
 	case ps < 0:
 		s.peakStep = 0
 	case ps > 1 && !math.IsInf(ps, 0):
@@ -352,28 +349,21 @@ func (c Config) settings() (settings, error) {
 
 	s.slowPenalty = c.SlowStartPenalty
 	if s.slowPenalty == 0 {
-		s.slowPenalty = DefaultSlowStartPenalty
+		s.slowPenalty = defaultSlowStartPenalty
 	}
 	if !(s.slowPenalty >= 1) || math.IsInf(s.slowPenalty, 0) {
 		return s, fmt.Errorf("picker: SlowStartPenalty %v must be a finite number ≥ 1", c.SlowStartPenalty)
 	}
 	s.jitter = c.ReshuffleJitter
 	if s.jitter == 0 {
-		s.jitter = DefaultReshuffleJitter
+		s.jitter = defaultReshuffleJitter
 	}
 	if !(s.jitter >= 0 && s.jitter < 1) {
 		return s, fmt.Errorf("picker: ReshuffleJitter %v must be in [0, 1)", c.ReshuffleJitter)
 	}
-	s.avoidFactor = c.AvoidFactor
-	if s.avoidFactor == 0 {
-		s.avoidFactor = DefaultAvoidFactor
-	}
-	if !(s.avoidFactor >= 1) || math.IsInf(s.avoidFactor, 0) {
-		return s, fmt.Errorf("picker: AvoidFactor %v must be a finite number ≥ 1", c.AvoidFactor)
-	}
 	s.reserveRatio = c.ReserveRatio
 	if s.reserveRatio == 0 {
-		s.reserveRatio = DefaultReserveRatio
+		s.reserveRatio = defaultReserveRatio
 	}
 	if !(s.reserveRatio >= 1) || math.IsInf(s.reserveRatio, 0) {
 		return s, fmt.Errorf("picker: ReserveRatio %v must be a finite number ≥ 1", c.ReserveRatio)

@@ -20,7 +20,6 @@ func TestConfigErrorsNameTheBadValue(t *testing.T) {
 		{Config{SlowStartPenalty: 0.5}, "SlowStartPenalty 0.5"},
 		{Config{ReshuffleJitter: 1}, "ReshuffleJitter 1"},
 		{Config{ReshuffleJitter: -0.1}, "ReshuffleJitter -0.1"},
-		{Config{AvoidFactor: 0.9}, "AvoidFactor 0.9"},
 		{Config{ReserveRatio: 0.5}, "ReserveRatio 0.5"},
 		{Config{MinSampleWeight: 1}, "MinSampleWeight 1"},
 		{Config{PeakStep: 0.5}, "PeakStep 0.5"},
@@ -37,8 +36,8 @@ func TestConfigDefaultsAndSwitches(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.policy != polP2C || s.decay != float64(DefaultDecay) || s.reshuffle != int64(DefaultReshuffleInterval) ||
-		s.ejectAfter != DefaultEjectAfter || s.idleDecay != float64(DefaultIdleDecay) || s.slowStart != int64(DefaultSlowStart) {
+	if s.policy != polP2C || s.decay != float64(defaultDecay) || s.reshuffle != int64(defaultReshuffleInterval) ||
+		s.ejectAfter != defaultEjectAfter || s.idleDecay != float64(defaultIdleDecay) || s.slowStart != int64(defaultSlowStart) {
 		t.Fatalf("defaults not applied: %+v", s)
 	}
 	s, err = Config{ReshuffleInterval: -1, IdleDecay: -1, SlowStart: -1, EjectAfter: -1}.settings()
@@ -55,15 +54,20 @@ func TestConfigDefaultsAndSwitches(t *testing.T) {
 }
 
 func TestParsePolicy(t *testing.T) {
-	for _, pol := range Policies {
+	for i, pol := range Policies() {
 		got, err := ParsePolicy(string(pol))
 		if err != nil || got != pol {
 			t.Errorf("ParsePolicy(%q) = %q, %v", pol, got, err)
 		}
 		p := mustNew(t, Config{Policy: pol}, "a")
-		if p.Policy() != pol {
-			t.Errorf("Policy() = %q, want %q", p.Policy(), pol)
+		if p.s.policy != policyID(i) {
+			t.Errorf("%s: policy in force %d, want %d", pol, p.s.policy, i)
 		}
+	}
+	// The list is the caller's to change.
+	Policies()[0] = "changed"
+	if Policies()[0] != P2CEWMA {
+		t.Error("Policies returned a shared slice")
 	}
 	if got, err := ParsePolicy(""); err != nil || got != P2CEWMA {
 		t.Errorf(`ParsePolicy("") = %q, %v; want the default`, got, err)

@@ -28,7 +28,12 @@
 //     has its own latency estimate per endpoint;
 //   - endpoints held in reserve (Request.Reserve, the leader for reads)
 //     take requests only while every other is measurably slower
-//     (Config.ReserveRatio).
+//     (Config.ReserveRatio);
+//   - a request can skip endpoints by address (Request.Skip: a re-issued
+//     read skips the members already tried), exclude them by tag, or
+//     avoid them by tag (Request.Avoid: picked only when no other is
+//     eligible); tags come from the adapter (UpdateTags) or hold for a
+//     while and then expire by themselves (Mark).
 //
 // Streams (watches, keep-alives, long polls) are not outstanding requests:
 // they are spread by their own count and give no latency sample.

@@ -10,25 +10,36 @@ import (
 // aligned on 32-bit platforms. Times are nanoseconds on the picker's clock
 // since its epoch, always > 0 once set.
 type endpoint struct {
-	est          [numClasses]classEst
-	hist         [numClasses]histogram // OK latencies, for Quantile
-	lastDone     int64                 // last completion of a unary request, any outcome
-	busySince    int64                 // when inflight last went from 0 to 1
-	slowSince    int64                 // start of the current slow start; 0 = none
-	picks        int64                 // tickets issued, unary and stream
-	inflight     int64                 // unary requests in flight
-	streams      int64                 // streams open
-	failures     int64                 // blamed failures, total
-	consecFail   int64                 // blamed failures since the last success
-	ejectedUntil int64                 // 0 = not ejected; else when the probe may go
-	ejections    int64                 // ejections in a row, for the backoff
-	lastEjectEnd int64                 // when the last ejection ended, to reset the backoff
-	lastFail     int64                 // when the last blamed failure came back
-	reserveProbe int64                 // when the last reserve probe was issued (Request.Reserve)
-	tags         uint32                // caller-defined Tags
-	probing      int32                 // 1 while the single probe after an ejection is out
+	est [numClasses]classEst
+	// hist holds each class's OK latencies, for Quantile.
+	hist [numClasses]histogram
+	// markUntil is, per tag bit, when its Mark ends; 0 = never marked or
+	// ended with Mark(…, 0). Bits in marks whose time has come are
+	// cleared lazily (Picker.expireMarks).
+	markUntil    [32]int64
+	lastDone     int64  // last completion of a unary request, any outcome
+	busySince    int64  // when inflight last went from 0 to 1
+	slowSince    int64  // start of the current slow start; 0 = none
+	picks        int64  // tickets issued, unary and stream
+	inflight     int64  // unary requests in flight
+	streams      int64  // streams open
+	failures     int64  // blamed failures, total
+	consecFail   int64  // blamed failures since the last success
+	ejectedUntil int64  // 0 = not ejected; else when the probe may go
+	ejections    int64  // ejections in a row, for the backoff
+	lastEjectEnd int64  // when the last ejection ended, to reset the backoff
+	lastFail     int64  // when the last blamed failure came back
+	reserveProbe int64  // when the last reserve probe was issued (Request.Reserve)
+	tags         uint32 // caller-defined Tags, set with UpdateTags
+	marks        uint32 // Tags set by Mark, until their markUntil
+	probing      int32  // 1 while the single probe after an ejection is out
 
 	addr string // immutable
+}
+
+// tagsNow is the endpoint's tags: those of UpdateTags and of Mark.
+func (e *endpoint) tagsNow() Tags {
+	return Tags(atomic.LoadUint32(&e.tags) | atomic.LoadUint32(&e.marks))
 }
 
 // classEst is the latency estimate of one request class.

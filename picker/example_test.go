@@ -36,6 +36,35 @@ func Example() {
 	// Output: slow member served fewer than 5%: true
 }
 
+// A read re-issued after a stale answer skips the member that gave it,
+// and that member is avoided for a while.
+func ExamplePicker_Mark() {
+	const stale picker.Tags = 1
+	p, err := picker.New(picker.Config{Rand: picker.NewSource(1)})
+	if err != nil {
+		panic(err)
+	}
+	if err := p.SetEndpoints([]string{"m1:2379", "m2:2379"}); err != nil {
+		panic(err)
+	}
+	first, _ := p.Pick(picker.Request{Avoid: stale})
+	p.Done(first, picker.Outcome{})
+	// Say the answer was stale: ask the other member, and avoid this one
+	// for two seconds (it serves only if no other member may).
+	if err := p.Mark(first.Addr(), stale, 2*time.Second); err != nil {
+		panic(err)
+	}
+	again, _ := p.Pick(picker.Request{Avoid: stale, Skip: []string{first.Addr()}})
+	p.Done(again, picker.Outcome{})
+	next, _ := p.Pick(picker.Request{Avoid: stale})
+	p.Done(next, picker.Outcome{})
+	fmt.Println("re-issued elsewhere:", again.Addr() != first.Addr())
+	fmt.Println("marked member avoided:", next.Addr() != first.Addr())
+	// Output:
+	// re-issued elsewhere: true
+	// marked member avoided: true
+}
+
 func ExampleParsePolicy() {
 	pol, err := picker.ParsePolicy("round-robin")
 	fmt.Println(pol, err)

@@ -52,7 +52,9 @@ const (
 )
 
 // Tags are caller-defined bits attached to endpoints (leader, learner,
-// lagging…), which a Request can exclude, prefer or avoid.
+// lagging…), which a Request can exclude, prefer or avoid. An endpoint's
+// tags are the bits set with UpdateTags and those set by Mark that are
+// not yet due.
 type Tags uint32
 
 // Request describes one pick. The zero value is a unary request that any
@@ -61,13 +63,16 @@ type Request struct {
 	Kind Kind
 	// Exclude: endpoints with any of these tags are never picked.
 	Exclude Tags
+	// Skip: endpoints whose address is listed are never picked, whatever
+	// their tags: a re-issued request skips the members already tried.
+	Skip []string
+	// Avoid: endpoints with any of these tags are picked only when no
+	// other endpoint is eligible. It applies before Prefer and Reserve, so
+	// that a preferred endpoint that is also avoided loses to the others.
+	Avoid Tags
 	// Prefer: when an eligible endpoint has one of these tags, only such
 	// endpoints are considered.
 	Prefer Tags
-	// Avoid: endpoints with these tags are picked only when no other is
-	// eligible, or (cost-based policies, unary requests) when every other
-	// eligible endpoint costs more than Config.AvoidFactor times theirs.
-	Avoid Tags
 	// Reserve: endpoints with these tags (the leader, for reads) are held
 	// in reserve by role, by the rule on Config.ReserveRatio: they are
 	// picked when no other endpoint is eligible, or (cost-based policies,
@@ -134,22 +139,15 @@ func (t Ticket) Addr() string {
 // Kind is the request kind the ticket was issued for.
 func (t Ticket) Kind() Kind { return t.kind }
 
-// Probe reports whether this request is the single probe sent to an
-// endpoint whose ejection has ended.
-func (t Ticket) Probe() bool { return t.probe }
-
 // Errors returned by Pick.
 var (
 	ErrNoEndpoints = errors.New("picker: no endpoints")
 	ErrNoEligible  = errors.New("picker: no endpoint is eligible for this request")
 )
 
-// UnknownEndpointError is returned by PickAddr and SetTags for an address
-// that is not in the set.
-type UnknownEndpointError struct{ Addr string }
-
-func (e *UnknownEndpointError) Error() string {
-	return fmt.Sprintf("picker: unknown endpoint %q", e.Addr)
+// unknownEndpoint is the error for an address that is not in the set.
+func unknownEndpoint(addr string) error {
+	return fmt.Errorf("picker: unknown endpoint %q", addr)
 }
 
 // state is one immutable endpoint set, in its current shuffled order. It is
@@ -171,10 +169,11 @@ type Picker struct {
 	rr            uint64 // round-robin counter
 	nextReshuffle int64
 	// when each class's medBits was computed; 0 = stale
-	medAt  [numClasses]int64
-	last   int64 // the latest time now has returned
-	off    int64 // added to the clock's reading: 1 plus every jump made for a step back
-	jumpAt int64 // the time the last jump landed on; 0 = none
+	medAt   [numClasses]int64
+	last    int64 // the latest time now has returned
+	off     int64 // added to the clock's reading: 1 plus every jump made for a step back
+	jumpAt  int64 // the time the last jump landed on; 0 = none
+	markDue int64 // the earliest end of a Mark; 0 = none pending
 	// float64 bits of each class's median estimate; 0 = none measured.
 	medBits [numClasses]uint64
 	st      unsafe.Pointer
@@ -195,7 +194,7 @@ func New(cfg Config) (*Picker, error) {
 	}
 	p := &Picker{s: s, clock: cfg.Clock, rand: cfg.Rand}
 	if p.clock == nil {
-		p.clock = SystemClock
+		p.clock = systemClock{}
 	}
 	p.epoch = p.clock.Now()
 	p.last, p.off = 1, 1
@@ -209,9 +208,6 @@ func New(cfg Config) (*Picker, error) {
 	}
 	return p, nil
 }
-
-// Policy returns the policy in force.
-func (p *Picker) Policy() Policy { return Policies[p.s.policy] }
 
 // Now is the engine's time, in nanoseconds since an arbitrary origin:
 // always positive and never decreasing, however the Clock steps (see
@@ -242,13 +238,8 @@ func (p *Picker) now() int64 {
 		off := atomic.LoadInt64(&p.off)
 		t := int64(p.clock.Now().Sub(p.epoch)) + off
 		if t >= last {
-			for t > last && !atomic.CompareAndSwapInt64(&p.last, last, t) {
-				last = atomic.LoadInt64(&p.last) // a concurrent reader moved it
-			}
-			if last > t {
-				return last
-			}
-			return t
+			// A concurrent reader may have moved last beyond t.
+			return raiseTo(&p.last, t)
 		}
 		if last-t < stepTolerance {
 			return last
@@ -256,10 +247,7 @@ func (p *Picker) now() int64 {
 		to := last + p.s.stepJump
 		if atomic.CompareAndSwapInt64(&p.off, off, off+to-t) {
 			atomic.StoreInt64(&p.jumpAt, to)
-			for last < to && !atomic.CompareAndSwapInt64(&p.last, last, to) {
-				last = atomic.LoadInt64(&p.last)
-			}
-			return to
+			return raiseTo(&p.last, to)
 		}
 		// Another reader handled the step: read again.
 	}
@@ -268,8 +256,7 @@ func (p *Picker) now() int64 {
 func (p *Picker) load() *state { return (*state)(atomic.LoadPointer(&p.st)) }
 
 func (p *Picker) jittered() int64 {
-	u := float64(p.rand.Uint64()>>11) / (1 << 53)
-	return int64(float64(p.s.reshuffle) * (1 + p.s.jitter*(2*u-1)))
+	return int64(Jitter(time.Duration(p.s.reshuffle), p.s.jitter, p.rand))
 }
 
 // SetEndpoints replaces the endpoint set. Endpoints that stay keep their
@@ -329,30 +316,96 @@ func (p *Picker) Endpoints() []string {
 	return out
 }
 
-// SetTags replaces the tags of one endpoint.
-func (p *Picker) SetTags(addr string, t Tags) error {
-	e := p.find(p.load(), addr)
-	if e == nil {
-		return &UnknownEndpointError{Addr: addr}
-	}
-	atomic.StoreUint32(&e.tags, uint32(t))
-	return nil
-}
-
 // UpdateTags sets and clears tag bits of one endpoint atomically, leaving
 // the other bits alone, so that independent owners of bits can share them.
 func (p *Picker) UpdateTags(addr string, set, clear Tags) error {
 	e := p.find(p.load(), addr)
 	if e == nil {
-		return &UnknownEndpointError{Addr: addr}
+		return unknownEndpoint(addr)
 	}
-	for {
-		old := atomic.LoadUint32(&e.tags)
-		nv := (old | uint32(set)) &^ uint32(clear)
-		if old == nv || atomic.CompareAndSwapUint32(&e.tags, old, nv) {
-			return nil
+	updateBits(&e.tags, uint32(set), uint32(clear))
+	return nil
+}
+
+// Mark sets the tags t on the endpoint addr for d of engine time (see
+// Now), on top of those set with UpdateTags, which neither sees nor
+// clears them. A mark counts wherever tags do (Request, Eligible,
+// Snapshot) and comes off by itself once due: the pick path checks with
+// one atomic load while no mark is pending. Marking a tag again extends
+// the mark, never shortens it; d == 0 ends the marks of t at once. The
+// adapters hold members out with it: v2compat a member that has just
+// failed or keeps answering stale, etcdbalance one behind the client's
+// revision.
+func (p *Picker) Mark(addr string, t Tags, d time.Duration) error {
+	if d < 0 {
+		return fmt.Errorf("picker: Mark %q for %v: the duration must not be negative", addr, d)
+	}
+	e := p.find(p.load(), addr)
+	if e == nil {
+		return unknownEndpoint(addr)
+	}
+	if d == 0 {
+		for b := uint(0); b < 32; b++ {
+			if t&(1<<b) != 0 {
+				atomic.StoreInt64(&e.markUntil[b], 0)
+			}
+		}
+		updateBits(&e.marks, 0, uint32(t))
+		return nil
+	}
+	now := p.now()
+	until := now + int64(d)
+	if until < now {
+		until = math.MaxInt64 // overflow: for ever
+	}
+	for b := uint(0); b < 32; b++ {
+		if t&(1<<b) != 0 {
+			raiseTo(&e.markUntil[b], until)
 		}
 	}
+	updateBits(&e.marks, uint32(t), 0)
+	lowerTo(&p.markDue, until)
+	return nil
+}
+
+// expireMarks clears the marks that are due, when one is. One caller
+// wins the race on markDue and scans; the others go on with marks that
+// are at most that scan late. A Mark that extends a mark while the scan
+// clears it sets it again right after.
+func (p *Picker) expireMarks(now int64) {
+	due := atomic.LoadInt64(&p.markDue)
+	if due == 0 || now < due || !atomic.CompareAndSwapInt64(&p.markDue, due, 0) {
+		return
+	}
+	for _, e := range p.load().eps {
+		m := atomic.LoadUint32(&e.marks)
+		for b := uint(0); m != 0; b++ {
+			bit := uint32(1) << b
+			if m&bit == 0 {
+				continue
+			}
+			m &^= bit
+			if u := atomic.LoadInt64(&e.markUntil[b]); u > now {
+				lowerTo(&p.markDue, u)
+				continue
+			}
+			updateBits(&e.marks, 0, bit)
+			if u := atomic.LoadInt64(&e.markUntil[b]); u > now {
+				updateBits(&e.marks, bit, 0)
+				lowerTo(&p.markDue, u)
+			}
+		}
+	}
+}
+
+// listed reports whether addr is in addrs.
+func listed(addrs []string, addr string) bool {
+	for _, a := range addrs {
+		if a == addr {
+			return true
+		}
+	}
+	return false
 }
 
 func (p *Picker) find(st *state, addr string) *endpoint {
@@ -386,19 +439,6 @@ func (p *Picker) maybeReshuffle(now int64) {
 	atomic.CompareAndSwapPointer(&p.st, unsafe.Pointer(old), unsafe.Pointer(&state{eps: eps}))
 }
 
-// Reshuffle reshuffles the order now (the periodic reshuffle does the same).
-func (p *Picker) Reshuffle() {
-	for {
-		old := p.load()
-		eps := make([]*endpoint, len(old.eps))
-		copy(eps, old.eps)
-		p.shuffle(eps)
-		if atomic.CompareAndSwapPointer(&p.st, unsafe.Pointer(old), unsafe.Pointer(&state{eps: eps})) {
-			return
-		}
-	}
-}
-
 // Pick chooses an endpoint for r. The ticket must be handed back to Done.
 func (p *Picker) Pick(r Request) (Ticket, error) {
 	now := p.now()
@@ -409,6 +449,9 @@ func (p *Picker) Pick(r Request) (Ticket, error) {
 	if p.s.reshuffle > 0 && now >= atomic.LoadInt64(&p.nextReshuffle) {
 		p.maybeReshuffle(now)
 	}
+	if due := atomic.LoadInt64(&p.markDue); due != 0 && now >= due {
+		p.expireMarks(now)
+	}
 	st := p.load()
 	n := len(st.eps)
 	if n == 0 {
@@ -416,7 +459,7 @@ func (p *Picker) Pick(r Request) (Ticket, error) {
 	}
 	var mask, ejected uint64
 	for i, e := range st.eps {
-		if Tags(atomic.LoadUint32(&e.tags))&r.Exclude != 0 {
+		if e.tagsNow()&r.Exclude != 0 || listed(r.Skip, e.addr) {
 			continue
 		}
 		if e.ejected() {
@@ -433,30 +476,25 @@ func (p *Picker) Pick(r Request) (Ticket, error) {
 	if mask&^ejected != 0 { // else fail open: every eligible one is ejected
 		mask &^= ejected
 	}
+	if r.Avoid != 0 {
+		if am := p.tagged(st, mask, r.Avoid); am != mask {
+			mask &^= am
+		}
+	}
 	if r.Prefer != 0 {
 		if pm := p.tagged(st, mask, r.Prefer); pm != 0 {
 			mask = pm
 		}
 	}
-	var reserve, avoid uint64
+	var reserve uint64
 	if r.Reserve != 0 {
 		if rm := p.tagged(st, mask, r.Reserve); rm != 0 && rm != mask {
 			reserve, mask = rm, mask&^rm
 		}
 	}
-	if r.Avoid != 0 {
-		if am := p.tagged(st, mask, r.Avoid); am != 0 && am != mask {
-			avoid, mask = am, mask&^am
-		}
-	}
 	i := p.choose(st, mask, r.Kind, cl, now)
-	if r.Kind == Unary && (p.s.policy == polP2C || p.s.policy == polLeast) {
-		if avoid != 0 {
-			i = p.maybeAvoided(st, mask, avoid, i, cl, now)
-		}
-		if reserve != 0 {
-			i = p.maybeReserved(st, mask, reserve, i, cl, now)
-		}
+	if reserve != 0 && r.Kind == Unary && (p.s.policy == polP2C || p.s.policy == polLeast) {
+		i = p.maybeReserved(st, mask, reserve, i, cl, now)
 	}
 	t := p.issue(st.eps[i], now, r.Kind, cl, false)
 	t.reserve = reserve&(1<<uint(i)) != 0
@@ -469,7 +507,7 @@ func (p *Picker) PickAddr(addr string, k Kind) (Ticket, error) {
 	now := p.now()
 	e := p.find(p.load(), addr)
 	if e == nil {
-		return Ticket{}, &UnknownEndpointError{Addr: addr}
+		return Ticket{}, unknownEndpoint(addr)
 	}
 	return p.issue(e, now, k, ClassPoint, false), nil
 }
@@ -479,8 +517,9 @@ func (p *Picker) PickAddr(addr string, k Kind) (Ticket, error) {
 // endpoint may ever serve this" (fail at once) from "none may serve it
 // now" (wait). It takes no lock and allocates nothing.
 func (p *Picker) Eligible(exclude Tags) bool {
+	p.expireMarks(p.now())
 	for _, e := range p.load().eps {
-		if Tags(atomic.LoadUint32(&e.tags))&exclude == 0 {
+		if e.tagsNow()&exclude == 0 {
 			return true
 		}
 	}
@@ -490,7 +529,7 @@ func (p *Picker) Eligible(exclude Tags) bool {
 func (p *Picker) tagged(st *state, mask uint64, t Tags) uint64 {
 	var m uint64
 	for i, e := range st.eps {
-		if mask&(1<<uint(i)) != 0 && Tags(atomic.LoadUint32(&e.tags))&t != 0 {
+		if mask&(1<<uint(i)) != 0 && e.tagsNow()&t != 0 {
 			m |= 1 << uint(i)
 		}
 	}
@@ -590,7 +629,7 @@ func (p *Picker) observe(e *endpoint, c Class, v, now int64, full, raw bool) {
 	e.sample(&p.s, c, float64(v), now, med, full, raw)
 	if first {
 		// The median moves when an endpoint is first measured; without a
-		// refresh, unmeasured endpoints would keep costing DefaultRTT for up
+		// refresh, unmeasured endpoints would keep costing defaultRTT for up
 		// to medianRefresh and the first measured one would take everything.
 		atomic.StoreInt64(&p.medAt[c], 0)
 	}
@@ -658,7 +697,7 @@ func (p *Picker) eject(e *endpoint, now int64) {
 // most every medianRefresh, each class on its own: a client that sends one
 // class (most send only point reads) pays for that one only, which matters
 // when a client picks less often than medianRefresh and so refreshes on
-// nearly every pick. DefaultRTT while nothing is measured.
+// nearly every pick. defaultRTT while nothing is measured.
 func (p *Picker) median(c Class, now int64) float64 {
 	at := atomic.LoadInt64(&p.medAt[c])
 	if at == 0 || now-at >= medianRefresh {

@@ -8,6 +8,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 const ms = time.Millisecond
@@ -37,14 +40,14 @@ func TestPickEmptyAndBadInput(t *testing.T) {
 	if _, err := p.PickAddr("zz", Unary); err == nil || !strings.Contains(err.Error(), `"zz"`) {
 		t.Errorf("PickAddr(unknown) = %v", err)
 	}
-	if err := p.SetTags("zz", 1); err == nil {
+	if err := p.UpdateTags("zz", 1, 0); err == nil {
 		t.Error("SetTags(unknown) succeeded")
 	}
 	if _, err := p.Pick(Request{Exclude: 1}); err != nil {
 		t.Errorf("untagged endpoints must stay eligible: %v", err)
 	}
-	p.SetTags("a", 1)
-	p.SetTags("b", 1)
+	p.UpdateTags("a", 1, 0)
+	p.UpdateTags("b", 1, 0)
 	if _, err := p.Pick(Request{Exclude: 1}); err != ErrNoEligible {
 		t.Errorf("all excluded: %v, want ErrNoEligible", err)
 	}
@@ -167,7 +170,7 @@ func TestIdleDecayTowardMedian(t *testing.T) {
 	if e := statsOf(t, p, "c").Estimate; e < 109*ms {
 		t.Fatalf("within the grace the estimate holds: %v", e)
 	}
-	clk.Advance(DefaultIdleGrace + DefaultIdleDecay)
+	clk.Advance(defaultIdleGrace + defaultIdleDecay)
 	measure(p, clk, map[string]time.Duration{"a": 10 * ms, "b": 10 * ms}) // keep the median fresh
 	got := float64(statsOf(t, p, "c").Estimate) / float64(ms)
 	// ≈ 10 + 100/e after one idle time constant (a little more has passed).
@@ -225,13 +228,13 @@ func TestFailureCharges(t *testing.T) {
 	clk.Advance(ms)
 	p.Done(tk, Outcome{Result: Failed})
 	s := statsOf(t, p, "a")
-	if s.Estimate != DefaultFailurePenalty || s.Failures != 1 || s.ConsecutiveFailures != 1 {
+	if s.Estimate != defaultFailurePenalty || s.Failures != 1 || s.ConsecutiveFailures != 1 {
 		t.Fatalf("a fast failure must not look fast: %+v", s)
 	}
 	tk, _ = p.PickAddr("a", Unary)
 	clk.Advance(ms)
 	p.Done(tk, Outcome{Result: Canceled})
-	if s := statsOf(t, p, "a"); s.Failures != 1 || s.Estimate != DefaultFailurePenalty {
+	if s := statsOf(t, p, "a"); s.Failures != 1 || s.Estimate != defaultFailurePenalty {
 		t.Fatalf("cancel is neither a sample nor a failure: %+v", s)
 	}
 	tk, _ = p.PickAddr("a", Unary)
@@ -248,7 +251,7 @@ func TestEjectionProbeAndBackoff(t *testing.T) {
 		tk, _ := p.PickAddr("a", Unary)
 		p.Done(tk, Outcome{Result: Failed})
 	}
-	for i := 0; i < DefaultEjectAfter-1; i++ {
+	for i := 0; i < defaultEjectAfter-1; i++ {
 		failA()
 	}
 	if statsOf(t, p, "a").Ejected {
@@ -256,8 +259,8 @@ func TestEjectionProbeAndBackoff(t *testing.T) {
 	}
 	failA()
 	s := statsOf(t, p, "a")
-	if !s.Ejected || s.EjectedUntil.Sub(clk.Now()) != DefaultEjectBase {
-		t.Fatalf("after %d failures: %+v", DefaultEjectAfter, s)
+	if !s.Ejected || s.EjectedUntil.Sub(clk.Now()) != defaultEjectBase {
+		t.Fatalf("after %d failures: %+v", defaultEjectAfter, s)
 	}
 	pickN := func(n int) map[string]int {
 		got := map[string]int{}
@@ -268,13 +271,13 @@ func TestEjectionProbeAndBackoff(t *testing.T) {
 				t.Fatal(err)
 			}
 			got[tk.Addr()]++
-			if tk.Probe() {
+			if tk.probe {
 				got["probe"]++
 			}
 			tks = append(tks, tk)
 		}
 		for _, tk := range tks {
-			if !tk.Probe() {
+			if !tk.probe {
 				p.Done(tk, Outcome{})
 			}
 		}
@@ -283,23 +286,23 @@ func TestEjectionProbeAndBackoff(t *testing.T) {
 	if got := pickN(300); got["a"] != 0 {
 		t.Fatalf("ejected endpoint picked: %v", got)
 	}
-	clk.Advance(DefaultEjectBase)
+	clk.Advance(defaultEjectBase)
 	// Exactly one probe goes out; while it is out, nothing else goes there.
 	probe, err := p.Pick(Request{})
-	if err != nil || probe.Addr() != "a" || !probe.Probe() {
-		t.Fatalf("first pick after the ejection ends = %q probe=%v, %v", probe.Addr(), probe.Probe(), err)
+	if err != nil || probe.Addr() != "a" || !probe.probe {
+		t.Fatalf("first pick after the ejection ends = %q probe=%v, %v", probe.Addr(), probe.probe, err)
 	}
 	if got := pickN(300); got["a"] != 0 || got["probe"] != 0 {
 		t.Fatalf("second probe or traffic while probing: %v", got)
 	}
 	p.Done(probe, Outcome{Result: Failed})
 	s = statsOf(t, p, "a")
-	if !s.Ejected || s.EjectedUntil.Sub(clk.Now()) != 2*DefaultEjectBase {
+	if !s.Ejected || s.EjectedUntil.Sub(clk.Now()) != 2*defaultEjectBase {
 		t.Fatalf("failed probe must double the ejection: %+v", s)
 	}
-	clk.Advance(2 * DefaultEjectBase)
+	clk.Advance(2 * defaultEjectBase)
 	probe, _ = p.Pick(Request{})
-	if !probe.Probe() {
+	if !probe.probe {
 		t.Fatal("no probe after the second ejection")
 	}
 	p.Done(probe, Outcome{})
@@ -324,7 +327,7 @@ func TestEjectionProbeAndBackoff(t *testing.T) {
 }
 
 func TestNeverEjectsEveryEndpoint(t *testing.T) {
-	for _, pol := range Policies {
+	for _, pol := range Policies() {
 		clk := newFakeClock()
 		p := mustNew(t, Config{Policy: pol, Clock: clk, Rand: NewSource(8)}, "a", "b")
 		for i := 0; i < 50; i++ {
@@ -370,7 +373,7 @@ func TestReshuffle(t *testing.T) {
 			}
 		}
 		seen[first] = true
-		clk.Advance(DefaultReshuffleInterval * 13 / 10) // past the interval plus jitter
+		clk.Advance(defaultReshuffleInterval * 13 / 10) // past the interval plus jitter
 	}
 	if len(seen) != len(five) {
 		t.Fatalf("50 reshuffles pinned only %v", seen)
@@ -476,8 +479,8 @@ func TestTags(t *testing.T) {
 	const leader, learner Tags = 1, 2
 	clk := newFakeClock()
 	p := mustNew(t, Config{Clock: clk, Rand: NewSource(15)}, "a", "b", "c", "d")
-	p.SetTags("a", leader)
-	p.SetTags("d", learner)
+	p.UpdateTags("a", leader, ^leader)
+	p.UpdateTags("d", learner, ^learner)
 	count := func(r Request) map[string]int {
 		got := map[string]int{}
 		for i := 0; i < 400; i++ {
@@ -499,13 +502,6 @@ func TestTags(t *testing.T) {
 	}
 	if got := count(Request{Avoid: leader}); got["a"] != 0 || got["b"] == 0 || got["c"] == 0 || got["d"] == 0 {
 		t.Fatalf("avoid leader while others are as cheap: %v", got)
-	}
-	// When every other endpoint costs far more, the avoided one serves.
-	for _, a := range []string{"b", "c", "d"} {
-		measure(p, clk, map[string]time.Duration{a: 500 * ms})
-	}
-	if got := count(Request{Avoid: leader}); got["a"] == 0 {
-		t.Fatalf("avoided endpoint never used although the rest cost >2×: %v", got)
 	}
 	if err := p.UpdateTags("a", learner, 0); err != nil {
 		t.Fatal(err)
@@ -579,7 +575,7 @@ func TestConcurrentSetUpdates(t *testing.T) {
 		}
 		if i%7 == 0 {
 			p.Snapshot()
-			p.SetTags("a", Tags(i))
+			p.UpdateTags("a", Tags(i), ^Tags(i))
 		}
 	}
 	close(stop)
@@ -676,7 +672,7 @@ func TestStreamsAvoidAMemberThatJustFailed(t *testing.T) {
 		t.Fatal("b just failed")
 	}
 	held = append(held, tk)
-	clk.Advance(DefaultEjectBase)
+	clk.Advance(defaultEjectBase)
 	for i := 0; i < 30; i++ {
 		tk, _ = p.Pick(Request{Kind: Stream})
 		held = append(held, tk)
@@ -687,4 +683,201 @@ func TestStreamsAvoidAMemberThatJustFailed(t *testing.T) {
 	for _, h := range held {
 		p.Done(h, Outcome{})
 	}
+}
+
+// TestAvoidUnlessNothingElse: an avoided endpoint serves only when no other
+// is eligible, however much dearer the others are, and Avoid applies
+// before Prefer.
+func TestAvoidUnlessNothingElse(t *testing.T) {
+	const leader, stale, learner Tags = 1, 2, 4
+	clk := newFakeClock()
+	p := mustNew(t, Config{Clock: clk, Rand: NewSource(31)}, "a", "b", "c")
+	require.NoError(t, p.UpdateTags("a", leader|stale, 0))
+	count := func(r Request) map[string]int {
+		got := map[string]int{}
+		for i := 0; i < 300; i++ {
+			tk, err := p.Pick(r)
+			require.NoError(t, err)
+			got[tk.Addr()]++
+			clk.Advance(ms)
+			p.Done(tk, Outcome{})
+		}
+		return got
+	}
+	// The others are 100× dearer: the avoided one still gets nothing.
+	measure(p, clk, map[string]time.Duration{"a": ms, "b": 100 * ms, "c": 100 * ms})
+	got := count(Request{Avoid: stale})
+	assert.Zero(t, got["a"], "avoided endpoint picked while others were eligible: %v", got)
+	// Preferred but avoided: the preference is dropped, not the avoidance.
+	got = count(Request{Prefer: leader, Avoid: stale})
+	assert.Zero(t, got["a"], "prefer must not override avoid: %v", got)
+	// Nothing else eligible: it serves.
+	require.NoError(t, p.UpdateTags("b", learner, 0))
+	require.NoError(t, p.UpdateTags("c", learner, 0))
+	got = count(Request{Avoid: stale, Exclude: learner})
+	assert.Equal(t, 300, got["a"], "the only eligible endpoint must serve although avoided: %v", got)
+	// Every endpoint avoided: all serve.
+	got = count(Request{Avoid: stale | learner})
+	assert.NotZero(t, got["b"]+got["c"], "all avoided, all must be eligible: %v", got)
+}
+
+// TestSkip: listed addresses are never picked; skipping all of them is
+// ErrNoEligible; unknown addresses are ignored.
+func TestSkip(t *testing.T) {
+	clk := newFakeClock()
+	for _, pol := range Policies() {
+		p := mustNew(t, Config{Policy: pol, Clock: clk, Rand: NewSource(32)}, five...)
+		for i := 0; i < 200; i++ {
+			tk, err := p.Pick(Request{Skip: []string{"a", "c", "zz"}})
+			require.NoError(t, err)
+			require.NotContains(t, []string{"a", "c"}, tk.Addr(), "%s picked a skipped endpoint", pol)
+			clk.Advance(ms)
+			p.Done(tk, Outcome{})
+		}
+		_, err := p.Pick(Request{Skip: five})
+		assert.Equal(t, ErrNoEligible, err, "%s: every endpoint skipped", pol)
+		assert.True(t, p.Eligible(0), "Skip must not change the endpoints' tags")
+	}
+}
+
+// TestMark: a mark holds for its duration of engine time, counts like a
+// tag, is extended (never shortened) by a later Mark, ends at once with
+// d == 0, and is independent of UpdateTags.
+func TestMark(t *testing.T) {
+	const failed, stale Tags = 1 << 3, 1 << 30
+	clk := newFakeClock()
+	p := mustNew(t, Config{Clock: clk, Rand: NewSource(33)}, "a", "b", "c")
+	tagsOf := func(addr string) Tags { return statsOf(t, p, addr).Tags }
+
+	require.NoError(t, p.Mark("a", failed, time.Second))
+	assert.Equal(t, failed, tagsOf("a"))
+	require.NoError(t, p.Mark("b", failed, time.Second))
+	require.NoError(t, p.Mark("c", failed, time.Second))
+	assert.False(t, p.Eligible(failed), "a mark must count for Eligible")
+	require.NoError(t, p.Mark("b", failed, 0))
+	require.NoError(t, p.Mark("c", failed, 0))
+	for i := 0; i < 100; i++ {
+		tk, err := p.Pick(Request{Exclude: failed})
+		require.NoError(t, err)
+		require.NotEqual(t, "a", tk.Addr())
+		p.Done(tk, Outcome{})
+	}
+	clk.Advance(999 * ms)
+	assert.Equal(t, failed, tagsOf("a"), "the mark ended early")
+	// A shorter mark does not shorten it; a longer one extends it.
+	require.NoError(t, p.Mark("a", failed, 10*ms))
+	require.NoError(t, p.Mark("a", failed|stale, 2*time.Second))
+	clk.Advance(time.Second)
+	assert.Equal(t, failed|stale, tagsOf("a"), "a later Mark must extend")
+	// UpdateTags neither sees nor clears marks.
+	require.NoError(t, p.UpdateTags("a", 1, failed))
+	assert.Equal(t, failed|stale|1, tagsOf("a"))
+	clk.Advance(time.Second)
+	_, err := p.Pick(Request{}) // expiry is lazy, on the pick path
+	require.NoError(t, err)
+	assert.Equal(t, Tags(1), tagsOf("a"), "the marks did not end")
+
+	// d == 0 ends one tag's mark at once and leaves the others.
+	require.NoError(t, p.Mark("b", failed|stale, time.Minute))
+	require.NoError(t, p.Mark("b", stale, 0))
+	assert.Equal(t, failed, tagsOf("b"))
+	// Marks on several endpoints end each at its own time.
+	require.NoError(t, p.Mark("c", stale, 2*time.Minute))
+	clk.Advance(time.Minute)
+	assert.Equal(t, Tags(0), tagsOf("b"))
+	assert.Equal(t, stale, tagsOf("c"))
+	clk.Advance(time.Minute)
+	assert.Equal(t, Tags(0), tagsOf("c"))
+
+	// Bad input names the bad value.
+	err = p.Mark("zz", failed, time.Second)
+	assert.ErrorContains(t, err, `"zz"`)
+	err = p.Mark("a", failed, -time.Second)
+	assert.ErrorContains(t, err, "-1s")
+	// An endpoint that leaves and comes back starts unmarked.
+	require.NoError(t, p.Mark("a", failed, time.Hour))
+	require.NoError(t, p.SetEndpoints([]string{"b", "c"}))
+	require.NoError(t, p.SetEndpoints([]string{"a", "b", "c"}))
+	assert.Equal(t, Tags(0), tagsOf("a"))
+}
+
+// TestMarkUnderClockStepBack: marks run on engine time, so a clock step
+// back ends them early, never late.
+func TestMarkUnderClockStepBack(t *testing.T) {
+	clk := newFakeClock()
+	p := mustNew(t, Config{Clock: clk, Rand: NewSource(34)}, "a", "b")
+	require.NoError(t, p.Mark("a", 1, 10*time.Second))
+	clk.Advance(-time.Hour)
+	assert.Equal(t, Tags(0), statsOf(t, p, "a").Tags)
+}
+
+// TestMarkConcurrent: marks set, extended and ended from many goroutines
+// while others pick; run with -race. Once every mark is due, none is left.
+func TestMarkConcurrent(t *testing.T) {
+	clk := newFakeClock()
+	p := mustNew(t, Config{Clock: clk, Rand: NewSource(35)}, five...)
+	var wg sync.WaitGroup
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for i := 0; i < 2000; i++ {
+				a := five[(g+i)%len(five)]
+				switch i % 3 {
+				case 0:
+					_ = p.Mark(a, Tags(1)<<uint(i%32), time.Duration(i%7)*ms)
+				case 1:
+					clk.Advance(ms)
+				}
+				if tk, err := p.Pick(Request{Avoid: 0xff}); err == nil {
+					p.Done(tk, Outcome{})
+				}
+			}
+		}(g)
+	}
+	wg.Wait()
+	clk.Advance(time.Second)
+	for _, s := range p.Snapshot() {
+		assert.Equal(t, Tags(0), s.Tags, "%s kept a mark that was due", s.Addr)
+	}
+}
+
+// TestJitter: uniform over d×(1±frac) (χ² over 10 buckets), d itself for
+// frac 0, and frac clamped to 1.
+func TestJitter(t *testing.T) {
+	r := NewSource(36)
+	const n, buckets = 10000, 10
+	d := time.Second
+	counts := make([]int, buckets)
+	for i := 0; i < n; i++ {
+		j := Jitter(d, 0.2, r)
+		require.True(t, j >= 800*ms && j < 1200*ms, "Jitter(1s, 0.2) = %v", j)
+		counts[int(float64(j-800*ms)/float64(400*ms)*buckets)]++
+	}
+	x := chiSquare(counts, n/buckets)
+	assert.Less(t, x, chiSquareCritical(buckets-1, z1e6), "not uniform: %v", counts)
+	assert.Equal(t, d, Jitter(d, 0, r))
+	assert.Equal(t, d, Jitter(d, -1, nil))
+	for i := 0; i < 100; i++ {
+		j := Jitter(d, 5, nil)
+		require.True(t, j >= 0 && j < 2*d, "Jitter(1s, 5) = %v", j)
+	}
+}
+
+// TestPickAllocsWithSkipAvoidMarks: the pick path stays allocation-free
+// with Skip, Avoid and pending marks.
+func TestPickAllocsWithSkipAvoidMarks(t *testing.T) {
+	clk := newFakeClock()
+	p := mustNew(t, Config{Clock: clk, Rand: NewSource(37)}, five...)
+	require.NoError(t, p.Mark("b", 2, time.Hour))
+	r := Request{Skip: []string{"a"}, Avoid: 2}
+	allocs := testing.AllocsPerRun(1000, func() {
+		tk, err := p.Pick(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		clk.Advance(ms)
+		p.Done(tk, Outcome{})
+	})
+	assert.Zero(t, allocs)
 }

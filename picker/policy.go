@@ -108,37 +108,6 @@ func (p *Picker) leastBy(st *state, mask uint64, c *counter) int {
 	return best
 }
 
-// maybeAvoided returns the cheapest avoided endpoint if every endpoint in
-// mask costs more than AvoidFactor times it, else chosen.
-func (p *Picker) maybeAvoided(st *state, mask, avoid uint64, chosen int, c Class, now int64) int {
-	med := p.median(c, now)
-	load := func(e *endpoint) float64 {
-		if p.s.policy == polLeast {
-			return float64(atomic.LoadInt64(&e.inflight) + 1)
-		}
-		return e.cost(&p.s, c, now, med)
-	}
-	minRest := -1.0
-	bestAvoid, minAvoid := -1, 0.0
-	for i, e := range st.eps {
-		bit := uint64(1) << uint(i)
-		switch {
-		case mask&bit != 0:
-			if v := load(e); minRest < 0 || v < minRest {
-				minRest = v
-			}
-		case avoid&bit != 0:
-			if v := load(e); bestAvoid < 0 || v < minAvoid {
-				bestAvoid, minAvoid = i, v
-			}
-		}
-	}
-	if bestAvoid >= 0 && minRest > p.s.avoidFactor*minAvoid {
-		return bestAvoid
-	}
-	return chosen
-}
-
 // maybeReserved applies the rule of Config.ReserveRatio. When every
 // endpoint in mask has a latency estimate for class c above ReserveRatio
 // times that of the best reserve endpoint, the pick is made again with the

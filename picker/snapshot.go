@@ -39,6 +39,7 @@ type EndpointStats struct {
 // Snapshot returns the stats of every endpoint in the set's current order.
 func (p *Picker) Snapshot() []EndpointStats {
 	now := p.now()
+	p.expireMarks(now)
 	wall := p.clock.Now()
 	med := p.median(ClassPoint, now)
 	st := p.load()
@@ -47,7 +48,7 @@ func (p *Picker) Snapshot() []EndpointStats {
 		in := atomic.LoadInt64(&e.inflight)
 		s := EndpointStats{
 			Addr:                e.addr,
-			Tags:                Tags(atomic.LoadUint32(&e.tags)),
+			Tags:                e.tagsNow(),
 			Picks:               atomic.LoadInt64(&e.picks),
 			InFlight:            in,
 			Streams:             atomic.LoadInt64(&e.streams),

@@ -79,15 +79,16 @@ func isTrue(s string) bool {
 // package removes whenever a client reads with quorum=true, as an
 // apiserver with --etcd-quorum-read does. Every kind avoids a member that
 // has just failed, and every kind but the "other" requests one that keeps
-// answering stale.
+// answering stale: such a member serves only when no other is eligible
+// (picker.Request.Avoid).
 func requestFor(cl class) picker.Request {
 	switch cl {
 	case classWatch:
-		return picker.Request{Kind: picker.Stream, Avoid: tagLagging | tagDown}
+		return picker.Request{Kind: picker.Stream, Avoid: tagStale | tagFailed}
 	case classWrite, classLeaderRead:
-		return picker.Request{Prefer: tagLeader, Avoid: tagLagging | tagDown}
+		return picker.Request{Prefer: tagLeader, Avoid: tagStale | tagFailed}
 	case classRead, classQuorumRead:
-		return picker.Request{Avoid: tagLagging | tagDown}
+		return picker.Request{Avoid: tagStale | tagFailed}
 	}
-	return picker.Request{Avoid: tagDown}
+	return picker.Request{Avoid: tagFailed}
 }

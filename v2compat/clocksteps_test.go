@@ -41,17 +41,17 @@ func TestDownMarkBoundedUnderClockSteps(t *testing.T) {
 	fc := &stepClock{t: time.Unix(1700000000, 0)}
 	inner := &http.Transport{}
 	t.Cleanup(inner.CloseIdleConnections)
-	tr, err := New(inner, cl.Endpoints(), LeaderPollInterval(-1),
-		PickerConfig(picker.Config{Clock: fc, Rand: picker.NewSource(7)}))
+	tr, err := New(inner, cl.Endpoints(), WithLeaderPollInterval(-1),
+		WithPickerConfig(picker.Config{Clock: fc, Rand: picker.NewSource(7)}))
 	require.NoError(t, err)
 	defer tr.Close()
 	url := cl.Endpoints()[1] + "/v2/keys/steps"
 	bad := cl.Member(0)
 	badKey := canonicalKey("http", bad.URL()[len("http://"):])
 	down := func() bool {
-		for _, s := range tr.Picker().Snapshot() {
+		for _, s := range tr.Stats().Members {
 			if s.Addr == badKey {
-				return s.Tags&tagDown != 0
+				return s.Tags&tagFailed != 0
 			}
 		}
 		t.Fatalf("no endpoint %s", badKey)
@@ -92,7 +92,7 @@ func TestDownMarkBoundedUnderClockSteps(t *testing.T) {
 		require.NoError(t, get())
 		require.False(t, down(), "the mark outlived a clock step of %v", step)
 	}
-	for _, s := range tr.Picker().Snapshot() {
+	for _, s := range tr.Stats().Members {
 		require.True(t, s.Estimate > 0 && s.Estimate <= time.Minute, "%s: estimate %v", s.Addr, s.Estimate)
 	}
 }

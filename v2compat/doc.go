@@ -38,8 +38,7 @@
 //     picker.Stream, spread by the number of open watches, never measured.
 //   - PUT, POST and DELETE under /v2/keys are writes: they prefer the leader,
 //     which saves the follower's forwarding hop. The leader is looked up
-//     with GET /v2/members/leader every LeaderPollInterval (default 5 s,
-//     ±20 %) and matched to an endpoint by its client URLs or, when the
+//     with GET /v2/members/leader every 5 s ±20 % (WithLeaderPollInterval) and matched to an endpoint by its client URLs or, when the
 //     endpoints are other names (proxies, load balancers), by member ID
 //     from GET /v2/stats/self.
 //   - Anything else (/v2/members, /version, /v2/stats) goes to any member.
@@ -52,11 +51,11 @@
 // member, so the engine sees how much each member still has to deliver.
 // The latency sample is the time to the response headers
 // (picker.Outcome.Latency), not the time the caller took to read the body.
-// In the picker's Snapshot, Picks therefore counts one per attempt, plus
+// In Stats.Members, Picks therefore counts one per attempt, plus
 // the leader lookups.
 //
 // Dial errors, resets (also in the middle of a body), header timeouts (see
-// HeaderTimeout: GETs only, never writes) and 5xx answers count against
+// WithHeaderTimeout: GETs only, never writes) and 5xx answers count against
 // the member; a request the
 // caller canceled (req.Cancel, its context, CancelRequest, or closing the
 // body early) does not; 4xx answers, such as key not found (404) or
@@ -64,11 +63,10 @@
 //
 // # Members that have just failed
 //
-// Such a failure also marks the member as just failed for DownHold (1 s):
-// every request avoids it meanwhile, unless every member is marked (a watch
-// goes elsewhere whenever it can; a unary request goes to it only when
-// every other member costs more than picker.Config.AvoidFactor times as
-// much). A good answer from the member ends the mark at once. The engine
+// Such a failure also marks the member as just failed for a second
+// (picker.Picker.Mark): every request avoids it meanwhile, unless no other
+// member is eligible (picker.Request.Avoid). A good answer from the member
+// ends the mark at once. The engine
 // charges unary failures to the member's cost, but it spreads watches by
 // their count alone and ejects a member only after several failures in a
 // row; a member that has just crashed has no watch left, so without the
@@ -87,7 +85,7 @@
 //
 // Every v2 answer carries X-Etcd-Index. Since reads now go to different
 // members, a read could return an older state than one the client has
-// already seen. The guard (on by default, see MonotonicReads for its cost)
+// already seen. The guard (on by default, see WithMonotonicReads for its cost)
 // re-issues such reads on other members and finally as a quorum read.
 //
 // # Clock steps

@@ -4,35 +4,32 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
-	"sync/atomic"
 
 	"github.com/etcdbalance/etcdbalance-go/picker"
 )
 
-// Tags this package sets on picker endpoints. Bit 0 marks the leader, bit 1
-// a member that keeps answering reads behind the highest index seen, bit 2
-// a member that has just failed. The other 29 bits give each endpoint an
-// identity of its own, so that a re-issued read can exclude the members
-// already tried through picker.Request.Exclude without touching any other
-// request's view.
+// Tags this package sets on picker endpoints, each with one meaning.
 const (
-	tagLeader  picker.Tags = 1 << 0
-	tagLagging picker.Tags = 1 << 1
-	tagDown    picker.Tags = 1 << 2
-	idShift                = 3
-	maxIDBits              = 29
+	// tagLeader: the member the last leader lookup found.
+	tagLeader picker.Tags = 1 << 0
+	// tagStale: the member answered staleAfter reads in a row below the
+	// highest index seen (the monotonic-read guard); a picker.Mark that
+	// lasts staleHold, or until it answers a read that is not stale.
+	tagStale picker.Tags = 1 << 1
+	// tagFailed: a request to the member has just failed; a picker.Mark
+	// that lasts failedHold, or until it answers well.
+	tagFailed picker.Tags = 1 << 2
 )
 
 // endpoint is one member as this transport knows it. Only the atomic
 // fields change once the set holding it is published.
 type endpoint struct {
-	downUntil   int64 // atomic: end of the "just failed" mark, ns since epoch; 0: none
 	staleStreak int32 // atomic: stale answers in a row (monotonic-read guard)
+	failed      int32 // atomic: 1 while a tagFailed mark may be on
 
-	key    string      // picker address: canonical "scheme://host"
-	scheme string      // "http" or "https"
-	host   string      // host[:port] as configured; the URL host of rewritten requests
-	id     picker.Tags // identity bit; 0 beyond the first maxIDBits endpoints
+	key    string // picker address: canonical "scheme://host"
+	scheme string // "http" or "https"
+	host   string // host[:port] as configured; the URL host of rewritten requests
 }
 
 // endpointSet is one immutable endpoint list, swapped whole on updates.
@@ -93,7 +90,7 @@ func parseEndpoint(s string) (*endpoint, error) {
 }
 
 // newEndpointSet parses and de-duplicates addrs, keeping the first of
-// equal endpoints, and assigns identity bits in list order.
+// equal endpoints.
 func newEndpointSet(addrs []string) (*endpointSet, error) {
 	if len(addrs) == 0 {
 		return nil, fmt.Errorf("v2compat: no endpoints")
@@ -107,9 +104,6 @@ func newEndpointSet(addrs []string) (*endpointSet, error) {
 		if s.byKey[e.key] != nil {
 			continue
 		}
-		if n := len(s.list); n < maxIDBits {
-			e.id = picker.Tags(1) << uint(idShift+n)
-		}
 		s.list = append(s.list, e)
 		s.byKey[e.key] = e
 	}
@@ -117,10 +111,4 @@ func newEndpointSet(addrs []string) (*endpointSet, error) {
 		return nil, fmt.Errorf("v2compat: %d endpoints, more than the limit of %d", len(s.list), picker.MaxEndpoints)
 	}
 	return s, nil
-}
-
-func (e *endpoint) resetStreak() {
-	if atomic.LoadInt32(&e.staleStreak) != 0 {
-		atomic.StoreInt32(&e.staleStreak, 0)
-	}
 }

@@ -204,7 +204,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 
 // stats returns the picker's stats of the endpoint with key k.
 func stats(tr *Transport, k string) picker.EndpointStats {
-	for _, s := range tr.Picker().Snapshot() {
+	for _, s := range tr.Stats().Members {
 		if s.Addr == k {
 			return s
 		}

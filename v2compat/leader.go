@@ -55,7 +55,7 @@ func (t *Transport) pollLoop() {
 		}
 		last = t.p.Now()
 		t.pollOnce()
-		tm := time.NewTimer(t.jittered(t.opts.pollInterval))
+		tm := time.NewTimer(picker.Jitter(t.opts.pollInterval, leaderPollJitter, t.rnd))
 		select {
 		case <-t.ctx.Done():
 			tm.Stop()
@@ -79,11 +79,6 @@ func (t *Transport) sleep(d time.Duration) bool {
 	}
 }
 
-func (t *Transport) jittered(d time.Duration) time.Duration {
-	u := float64(t.rnd.Uint64()>>11) / (1 << 53)
-	return time.Duration(float64(d) * (1 + LeaderPollJitter*(2*u-1)))
-}
-
 // pollOnce asks one member, or a second one if the first does not answer,
 // who the leader is. A member without a leader answers 503; when every
 // member asked says so, the leader is forgotten. When no member answers,
@@ -92,16 +87,14 @@ func (t *Transport) jittered(d time.Duration) time.Duration {
 func (t *Transport) pollOnce() {
 	atomic.AddUint64(&t.st.polls, 1)
 	set := t.set()
-	var tried picker.Tags
-	var triedKeys []string
+	var tried []string
 	noLeader := 0
 	for i := 0; i < 2 && i < len(set.list); i++ {
-		ep, tk, err := t.pick(classOther, picker.ClassPoint, tried, triedKeys)
+		ep, tk, err := t.pick(classOther, picker.ClassPoint, tried)
 		if err != nil {
 			break
 		}
-		tried |= ep.id
-		triedKeys = append(triedKeys, ep.key)
+		tried = append(tried, ep.key)
 		var m memberJSON
 		status, err := t.getJSON(ep, tk, "/v2/members/leader", &m)
 		if err == nil {
@@ -115,7 +108,7 @@ func (t *Transport) pollOnce() {
 			noLeader++
 		}
 	}
-	if noLeader > 0 && noLeader == len(triedKeys) {
+	if noLeader > 0 && noLeader == len(tried) {
 		t.setLeader("")
 		return
 	}
@@ -154,7 +147,7 @@ func (t *Transport) keyForID(set *endpointSet, id string) string {
 }
 
 // probeIDs asks every endpoint for its member ID, all at once, and waits
-// for every answer or LeaderPollTimeout.
+// for every answer or leaderPollTimeout.
 func (t *Transport) probeIDs(set *endpointSet) {
 	var wg sync.WaitGroup
 	for _, e := range set.list {
@@ -194,14 +187,14 @@ func (t *Transport) setLeader(key string) {
 	}
 	t.leader = key
 	t.leaderV.Store(key)
-	t.applyTagsLocked(set)
+	t.tagLeaderLocked(set)
 }
 
 // getJSON sends GET path to ep on the inner transport, hands tk back with
 // the outcome and decodes a 200 answer into v. It returns the status code
 // of any answer.
 func (t *Transport) getJSON(ep *endpoint, tk picker.Ticket, path string, v interface{}) (int, error) {
-	ctx, cancel := context.WithTimeout(t.ctx, LeaderPollTimeout)
+	ctx, cancel := context.WithTimeout(t.ctx, leaderPollTimeout)
 	defer cancel()
 	u := ep.scheme + "://" + ep.host + path
 	req, err := http.NewRequest("GET", u, nil)
@@ -247,7 +240,7 @@ func (t *Transport) pollOutcome(ctx context.Context) picker.Outcome {
 	case t.ctx.Err() != nil:
 		return picker.Outcome{Result: picker.Canceled}
 	case ctx.Err() != nil:
-		return picker.Outcome{Result: picker.DeadlineExceeded, Timeout: LeaderPollTimeout}
+		return picker.Outcome{Result: picker.DeadlineExceeded, Timeout: leaderPollTimeout}
 	}
 	return picker.Outcome{Result: picker.Failed}
 }

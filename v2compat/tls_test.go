@@ -64,8 +64,8 @@ func TestTLSPerEndpoint(t *testing.T) {
 	}
 	defer inner.CloseIdleConnections()
 
-	tr, err := New(inner, []string{"https://a.test", "https://b.test"}, LeaderPollInterval(-1),
-		PickerConfig(picker.Config{Policy: picker.RoundRobin}))
+	tr, err := New(inner, []string{"https://a.test", "https://b.test"}, WithLeaderPollInterval(-1),
+		WithPickerConfig(picker.Config{Policy: picker.RoundRobin}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +79,7 @@ func TestTLSPerEndpoint(t *testing.T) {
 		t.Fatalf("hits %v, want 10 each", hits)
 	}
 
-	bad, err := New(inner, []string{"https://c.test"}, LeaderPollInterval(-1))
+	bad, err := New(inner, []string{"https://c.test"}, WithLeaderPollInterval(-1))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,14 +1,9 @@
 package v2compat
 
-//lint:file-ignore SA1019 io/ioutil and req.Cancel are deliberate: this file must build with Go 1.8, and every v2 client cancels through req.Cancel.
-
 import (
 	"context"
 	"errors"
-	"io"
-	"io/ioutil"
 	"net/http"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,10 +20,6 @@ type CancelableTransport interface {
 	CancelRequest(req *http.Request)
 }
 
-// errCanceled is returned when the caller gave up between two attempts of
-// one read and its context has no error of its own (req.Cancel was closed).
-var errCanceled = errors.New("v2compat: request canceled")
-
 // Transport is a CancelableTransport that sends each request of an etcd v2
 // client to the member that is cheapest now, instead of the one the client
 // pinned. Give it to the v2 client as Config.Transport, with the same
@@ -43,10 +34,9 @@ var errCanceled = errors.New("v2compat: request canceled")
 // RoundTripper: until then the request counts as in flight at its member.
 type Transport struct {
 	// 64-bit atomics first, for their alignment on 32-bit platforms.
-	highest   uint64 // highest X-Etcd-Index seen in any answer
-	tagExpiry int64  // earliest end of a lagging or down mark, engine time; 0: none
-	retries   int32  // entries in resent
-	st        counters
+	highest uint64 // highest X-Etcd-Index seen in any answer
+	retries int32  // entries in resent
+	st      counters
 
 	inner CancelableTransport
 	p     *picker.Picker
@@ -56,10 +46,9 @@ type Transport struct {
 	eps     atomic.Value // *endpointSet
 	leaderV atomic.Value // string: the leader's endpoint key, "" unknown
 
-	mu      sync.Mutex // guards the fields below and every SetTags
-	leader  string
-	lagging map[string]int64  // endpoint key -> end of its lagging mark
-	ids     map[string]string // endpoint key -> member ID, for the leader lookup
+	mu     sync.Mutex // guards the fields below and the leader tag
+	leader string
+	ids    map[string]string // endpoint key -> member ID, for the leader lookup
 
 	resentMu sync.Mutex
 	resent   map[string]int64 // GET path?query -> end of its window without a header timeout
@@ -106,12 +95,20 @@ type Stats struct {
 	// reached no member.
 	LeaderPolls      uint64
 	LeaderPollErrors uint64
+	// Members is the engine's view of each member, keyed by the canonical
+	// endpoint (lower-case scheme://host, default port dropped). Picks
+	// counts one ticket for each attempt sent to a member (a request, or
+	// one try of the monotonic-read guard), whether it got an answer or
+	// failed, plus one for each leader lookup and member-ID probe, and,
+	// rarely, one for a pick that raced with SetEndpoints and was picked
+	// again. Tags are internal to the transport.
+	Members []picker.EndpointStats
 }
 
 // New wraps inner, which does the actual HTTP (and TLS) work, in a
 // Transport that balances over endpoints: the URLs of the etcd members,
 // scheme://host[:port] with scheme http or https, as given to the v2
-// client. It starts the leader poll (see LeaderPollInterval), so call
+// client. It starts the leader poll (see WithLeaderPollInterval), so call
 // Close when done with the transport.
 //
 // TLS: the inner transport dials the rewritten host, so with an
@@ -141,17 +138,16 @@ func New(inner CancelableTransport, endpoints []string, opts ...Option) (*Transp
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	t := &Transport{
-		inner:   inner,
-		p:       p,
-		opts:    o,
-		rnd:     picker.NewSource(uint64(time.Now().UnixNano())),
-		lagging: make(map[string]int64),
-		ids:     make(map[string]string),
-		resent:  make(map[string]int64),
-		calls:   make(map[*http.Request]*call),
-		ctx:     ctx,
-		stop:    stop,
-		kick:    make(chan struct{}, 1),
+		inner:  inner,
+		p:      p,
+		opts:   o,
+		rnd:    picker.NewSource(uint64(time.Now().UnixNano())),
+		ids:    make(map[string]string),
+		resent: make(map[string]int64),
+		calls:  make(map[*http.Request]*call),
+		ctx:    ctx,
+		stop:   stop,
+		kick:   make(chan struct{}, 1),
 	}
 	t.leaderV.Store("")
 	t.mu.Lock()
@@ -187,13 +183,6 @@ func (t *Transport) CloseIdleConnections() {
 	}
 }
 
-// Picker returns the engine, for its Snapshot. In the snapshot, Picks
-// counts one ticket for each attempt sent to a member (a request, or one
-// try of the monotonic-read guard), whether it got an answer or failed,
-// plus one for each leader lookup and member-ID probe, and, rarely, one for
-// a pick that raced with SetEndpoints and was picked again.
-func (t *Transport) Picker() *picker.Picker { return t.p }
-
 // Endpoints returns the endpoint set, in the order given.
 func (t *Transport) Endpoints() []string { return t.set().strings() }
 
@@ -214,8 +203,9 @@ func (t *Transport) SetEndpoints(endpoints []string) error {
 	return err
 }
 
-// Leader returns the endpoint the last leader lookup found, "" if none.
-func (t *Transport) Leader() string {
+// leaderEndpoint returns the endpoint the last leader lookup found, ""
+// if none.
+func (t *Transport) leaderEndpoint() string {
 	key := t.leaderV.Load().(string)
 	if e := t.set().byKey[key]; e != nil {
 		return e.scheme + "://" + e.host
@@ -223,7 +213,7 @@ func (t *Transport) Leader() string {
 	return ""
 }
 
-// Stats returns the counters.
+// Stats returns the counters and the engine's view of each member.
 func (t *Transport) Stats() Stats {
 	return Stats{
 		Requests:         atomic.LoadUint64(&t.st.requests),
@@ -234,9 +224,10 @@ func (t *Transport) Stats() Stats {
 		QuorumFallbacks:  atomic.LoadUint64(&t.st.fallbacks),
 		Regressions:      atomic.LoadUint64(&t.st.regressions),
 		HighestIndex:     atomic.LoadUint64(&t.highest),
-		Leader:           t.Leader(),
+		Leader:           t.leaderEndpoint(),
 		LeaderPolls:      atomic.LoadUint64(&t.st.polls),
 		LeaderPollErrors: atomic.LoadUint64(&t.st.pollErrors),
+		Members:          t.p.Snapshot(),
 	}
 }
 
@@ -244,11 +235,11 @@ func (t *Transport) set() *endpointSet { return t.eps.Load().(*endpointSet) }
 
 // now is the engine's time: monotonic and positive even when the wall clock
 // steps (Go 1.8 has no monotonic reading), and on a step back it jumps
-// past every hold, so the lagging and down marks end early, never late.
+// past every hold, so the header-timeout windows end early, never late.
 func (t *Transport) now() int64 { return int64(t.p.Now()) }
 
 // installLocked makes set current in the picker and here, drops the state
-// of members that left and re-tags the rest. Called with t.mu held.
+// of members that left and tags the leader. Called with t.mu held.
 func (t *Transport) installLocked(set *endpointSet) error {
 	keys := make([]string, len(set.list))
 	for i, e := range set.list {
@@ -262,601 +253,24 @@ func (t *Transport) installLocked(set *endpointSet) error {
 		t.leader = ""
 		t.leaderV.Store("")
 	}
-	for k := range t.lagging {
-		if set.byKey[k] == nil {
-			delete(t.lagging, k)
-		}
-	}
 	for k := range t.ids {
 		if set.byKey[k] == nil {
 			delete(t.ids, k)
 		}
 	}
-	t.applyTagsLocked(set)
+	t.tagLeaderLocked(set)
 	return nil
 }
 
-// applyTagsLocked writes every endpoint's tags: identity, leader, lagging.
-func (t *Transport) applyTagsLocked(set *endpointSet) {
-	now := t.now()
+// tagLeaderLocked puts tagLeader on the leader and on no other member.
+func (t *Transport) tagLeaderLocked(set *endpointSet) {
 	for _, e := range set.list {
-		tags := e.id
+		set, clear := picker.Tags(0), tagLeader
 		if e.key == t.leader {
-			tags |= tagLeader
-		}
-		if until, ok := t.lagging[e.key]; ok && now < until {
-			tags |= tagLagging
-		}
-		if now < atomic.LoadInt64(&e.downUntil) {
-			tags |= tagDown
+			set, clear = tagLeader, 0
 		}
 		// The set may have been replaced since it was loaded; an unknown
 		// endpoint is then simply not tagged.
-		_ = t.p.SetTags(e.key, tags)
+		_ = t.p.UpdateTags(e.key, set, clear)
 	}
-}
-
-// RoundTrip sends req to the member chosen for it. See the package
-// documentation for how requests are classified and measured.
-func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req == nil || req.URL == nil {
-		return nil, errors.New("v2compat: request without URL")
-	}
-	if t.set().match(req.URL) == nil {
-		atomic.AddUint64(&t.st.passThrough, 1)
-		return t.inner.RoundTrip(req)
-	}
-	atomic.AddUint64(&t.st.requests, 1)
-	if e := atomic.LoadInt64(&t.tagExpiry); e != 0 && t.now() >= e {
-		t.expireTags()
-	}
-	cl := classify(req)
-	c := &call{t: t, orig: req, class: cl, cost: costClass(req, cl)}
-	t.callsMu.Lock()
-	t.calls[req] = c
-	t.callsMu.Unlock()
-	resp, err := t.do(c)
-	if err != nil {
-		t.forget(c)
-	}
-	return resp, err
-}
-
-// CancelRequest cancels a request given to RoundTrip: it finds the
-// rewritten request now in flight for it and cancels that on the inner
-// transport. A request the transport does not know (passed through, or
-// already finished) is handed to the inner transport's CancelRequest as is.
-func (t *Transport) CancelRequest(req *http.Request) {
-	t.callsMu.Lock()
-	c := t.calls[req]
-	t.callsMu.Unlock()
-	if c == nil {
-		t.inner.CancelRequest(req)
-		return
-	}
-	c.mu.Lock()
-	c.canceled = true
-	cur, cancel := c.cur, c.cancel
-	c.mu.Unlock()
-	if cancel != nil {
-		cancel()
-	}
-	if cur != nil {
-		t.inner.CancelRequest(cur)
-	}
-}
-
-func (t *Transport) forget(c *call) {
-	t.callsMu.Lock()
-	if t.calls[c.orig] == c {
-		delete(t.calls, c.orig)
-	}
-	t.callsMu.Unlock()
-}
-
-// call is one RoundTrip: the caller's request and the attempt in flight.
-type call struct {
-	t     *Transport
-	orig  *http.Request
-	class class
-	cost  picker.Class // which latency estimate the call is judged by
-
-	mu       sync.Mutex
-	cur      *http.Request      // the rewritten request of the current attempt
-	cancel   context.CancelFunc // cancels cur's context
-	canceled bool               // CancelRequest was called
-}
-
-// begin records the attempt about to be sent; false if the caller has
-// already canceled.
-func (c *call) begin(r *http.Request, cancel context.CancelFunc) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.canceled {
-		return false
-	}
-	c.cur, c.cancel = r, cancel
-	return true
-}
-
-// gaveUp reports whether the caller canceled the request, by any of the
-// three ways a v2 client of some vintage uses: CancelRequest, req.Cancel
-// or the request's context.
-func (c *call) gaveUp() bool {
-	c.mu.Lock()
-	canceled := c.canceled
-	c.mu.Unlock()
-	if canceled {
-		return true
-	}
-	if ch := c.orig.Cancel; ch != nil {
-		select {
-		case <-ch:
-			return true
-		default:
-		}
-	}
-	return c.orig.Context().Err() != nil
-}
-
-func (c *call) cancelErr() error {
-	if err := c.orig.Context().Err(); err != nil {
-		return err
-	}
-	return errCanceled
-}
-
-// do runs the attempts of one call: exactly one, except for reads that the
-// monotonic-read guard re-issues.
-func (t *Transport) do(c *call) (*http.Response, error) {
-	guard := t.opts.monotonic && c.class == classRead && bodyless(c.orig)
-	var (
-		tried     picker.Tags
-		triedKeys []string
-		reissues  int
-		fallback  bool
-	)
-	for {
-		if len(triedKeys) > 0 || fallback {
-			if c.gaveUp() {
-				return nil, c.cancelErr()
-			}
-		}
-		cl := c.class
-		if fallback {
-			cl = classLeaderRead
-		}
-		exclude := tried
-		if guard && !fallback {
-			// A member known to be behind would only cost a re-issue.
-			exclude |= tagLagging
-		}
-		ep, tk, err := t.pick(cl, c.cost, exclude, triedKeys)
-		if err == picker.ErrNoEligible && !fallback && len(triedKeys) > 0 {
-			// Every member has answered stale: go to the fallback.
-			fallback = true
-			tried, triedKeys = 0, nil
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		switch {
-		case fallback:
-			atomic.AddUint64(&t.st.fallbacks, 1)
-		case len(triedKeys) > 0:
-			atomic.AddUint64(&t.st.reissued, 1)
-		}
-		before := atomic.LoadUint64(&t.highest)
-		resp, w, err := t.send(c, ep, tk, fallback)
-		if err != nil {
-			return nil, err
-		}
-		idx, ok := etcdIndex(resp)
-		if !ok {
-			w.markLast()
-			return resp, nil
-		}
-		h := atomic.LoadUint64(&t.highest)
-		if idx >= h {
-			t.raise(idx)
-			if c.class == classRead {
-				t.fresh(ep)
-			}
-			w.markLast()
-			return resp, nil
-		}
-		switch {
-		case fallback || c.class == classQuorumRead:
-			// A linearizable answer cannot be behind anything this
-			// cluster has committed. If it is behind what was seen
-			// before it was sent, that index did not come from this
-			// cluster as it is now (restored from a backup, or another
-			// cluster behind the same names): believe the cluster, or
-			// every read would pay for the guard forever.
-			if idx < before {
-				atomic.CompareAndSwapUint64(&t.highest, h, idx)
-			}
-			w.markLast()
-			return resp, nil
-		case !guard:
-			if c.class == classRead {
-				atomic.AddUint64(&t.st.regressions, 1)
-			}
-			w.markLast()
-			return resp, nil
-		}
-		// A stale read: drop it and ask elsewhere. GETs change nothing, so
-		// sending one again is safe, unlike anything else.
-		atomic.AddUint64(&t.st.stale, 1)
-		t.noteStale(ep)
-		discard(resp.Body)
-		tried |= ep.id
-		triedKeys = append(triedKeys, ep.key)
-		if reissues < t.opts.monotonicRetries {
-			reissues++
-		} else {
-			fallback = true
-			tried, triedKeys = 0, nil
-		}
-	}
-}
-
-// pick chooses a member for one attempt of class cl, judged by the cost
-// class cost, never one in exclude or triedKeys.
-func (t *Transport) pick(cl class, cost picker.Class, exclude picker.Tags, triedKeys []string) (*endpoint, picker.Ticket, error) {
-	r := requestFor(cl)
-	r.Class = cost
-	r.Exclude = exclude
-	for i := 0; i < 3; i++ {
-		tk, err := t.p.Pick(r)
-		if err == picker.ErrNoEligible && r.Exclude&tagLagging != 0 {
-			// Everything left is lagging: better a lagging member than none.
-			r.Exclude &^= tagLagging
-			tk, err = t.p.Pick(r)
-		}
-		if err != nil {
-			return nil, tk, err
-		}
-		set := t.set()
-		e := set.byKey[tk.Addr()]
-		if e != nil && !containsKey(triedKeys, e.key) {
-			return e, tk, nil
-		}
-		t.p.Done(tk, picker.Outcome{Result: picker.Canceled})
-		if e == nil {
-			continue // the set changed under the pick: pick again
-		}
-		// A member tried already that has no identity bit (beyond the
-		// first maxIDBits): name an untried one.
-		for _, o := range set.list {
-			if o.id&exclude == 0 && !containsKey(triedKeys, o.key) {
-				if tk, err := t.p.PickAddr(o.key, r.Kind); err == nil {
-					return o, tk, nil
-				}
-			}
-		}
-		return nil, picker.Ticket{}, picker.ErrNoEligible
-	}
-	return nil, picker.Ticket{}, errors.New("v2compat: endpoint set kept changing during a pick")
-}
-
-func containsKey(keys []string, k string) bool {
-	for _, x := range keys {
-		if x == k {
-			return true
-		}
-	}
-	return false
-}
-
-// send makes one attempt on ep: a shallow copy of the caller's request,
-// so that req.Cancel, the context and every header survive, with the
-// member's scheme and host. quorum turns a read into a quorum read.
-func (t *Transport) send(c *call, ep *endpoint, tk picker.Ticket, quorum bool) (*http.Response, *body, error) {
-	atomic.AddUint64(&t.st.attempts, 1)
-	orig := c.orig
-	// The context is derived from the caller's, so that it carries its
-	// values and its cancellation, and can also be canceled on its own:
-	// by CancelRequest, by the header timeout and once the body is done.
-	ctx, cancel := context.WithCancel(orig.Context())
-	r := orig.WithContext(ctx)
-	u := *orig.URL
-	u.Scheme, u.Host = ep.scheme, ep.host
-	if quorum {
-		q := u.Query()
-		q.Set("quorum", "true")
-		u.RawQuery = q.Encode()
-	}
-	r.URL = &u
-	if orig.Host == "" || orig.Host == orig.URL.Host {
-		r.Host = "" // the Host header follows the URL; a deliberate override stays
-	}
-	if !c.begin(r, cancel) {
-		cancel()
-		t.p.Done(tk, picker.Outcome{Result: picker.Canceled})
-		return nil, nil, c.cancelErr()
-	}
-
-	start := t.p.Now()
-	d := t.opts.headerTimeout
-	// timer: 0 running, 1 fired (and canceled the attempt), 2 headers won.
-	var timer int32
-	var tm *time.Timer
-	if d > 0 && t.headerTimed(c) {
-		tm = time.AfterFunc(d, func() {
-			if atomic.CompareAndSwapInt32(&timer, 0, 1) {
-				cancel()
-			}
-		})
-	}
-	resp, err := t.inner.RoundTrip(r)
-	timedOut := false
-	if tm != nil {
-		tm.Stop()
-		timedOut = !atomic.CompareAndSwapInt32(&timer, 0, 2)
-	}
-	if err == nil && timedOut {
-		// Headers came just as the timer canceled the attempt; the body
-		// is lost with it, so this is a timeout all the same.
-		resp.Body.Close()
-		err = errors.New("canceled by the header timeout")
-	}
-	if err != nil {
-		out := t.errOutcome(c, timedOut, t.p.Now()-start)
-		t.p.Done(tk, out)
-		cancel()
-		t.judge(ep, out.Result)
-		t.afterFailure(c, ep, out.Result)
-		if timedOut {
-			t.noteResend(c.orig, d)
-			err = &HeaderTimeoutError{Endpoint: ep.scheme + "://" + ep.host, Limit: d}
-		}
-		return nil, nil, err
-	}
-
-	// The latency sample is the time to the headers; the ticket is handed
-	// back once, when the body is done (see body), so that the request
-	// counts in flight at its member until then.
-	lat := t.p.Now() - start
-	if lat <= 0 {
-		lat = 1 // a coarse clock; Outcome.Latency must be positive to count
-	}
-	res := picker.OK
-	if resp.StatusCode >= 500 {
-		res = picker.Failed
-		t.afterFailure(c, ep, res)
-	}
-	t.judge(ep, res)
-	w := &body{rc: resp.Body, t: t, c: c, ep: ep, cancel: cancel, tk: tk, res: res, lat: lat}
-	if w.rc == nil {
-		w.rc = http.NoBody
-	}
-	resp.Body = w
-	return resp, w, nil
-}
-
-// headerTimed reports whether HeaderTimeout applies to c: GETs that are
-// not watches, unless the same GET timed out here within the last
-// HeaderTimeout. The v2 client re-sends a failed request on the next
-// member (all but Create and Delete): a write timed out here would be
-// applied twice, and a List slow because the cluster is overloaded would
-// be sent to every member in turn. This way a GET is sent at most twice
-// because of the timeout: the re-send waits for its answer.
-func (t *Transport) headerTimed(c *call) bool {
-	switch c.orig.Method {
-	case "", "GET", "HEAD":
-	default:
-		return false
-	}
-	if c.class == classWatch {
-		return false
-	}
-	if atomic.LoadInt32(&t.retries) == 0 {
-		return true
-	}
-	key := resendKey(c.orig)
-	now := t.now()
-	t.resentMu.Lock()
-	defer t.resentMu.Unlock()
-	until, ok := t.resent[key]
-	if ok && now >= until {
-		delete(t.resent, key)
-		atomic.StoreInt32(&t.retries, int32(len(t.resent)))
-		return true
-	}
-	return !ok
-}
-
-// noteResend remembers that r timed out, so that the client's re-send of
-// it gets no header timeout, and forgets the windows that are over.
-func (t *Transport) noteResend(r *http.Request, d time.Duration) {
-	now := t.now()
-	t.resentMu.Lock()
-	defer t.resentMu.Unlock()
-	for k, until := range t.resent {
-		if now >= until {
-			delete(t.resent, k)
-		}
-	}
-	t.resent[resendKey(r)] = now + int64(d)
-	atomic.StoreInt32(&t.retries, int32(len(t.resent)))
-}
-
-// resendKey names a request across the v2 client's re-sends, which differ
-// only in the member's host.
-func resendKey(r *http.Request) string { return r.URL.Path + "?" + r.URL.RawQuery }
-
-// errOutcome classifies a failed attempt for the picker.
-func (t *Transport) errOutcome(c *call, timedOut bool, elapsed time.Duration) picker.Outcome {
-	d := t.opts.headerTimeout
-	switch {
-	case timedOut:
-		return picker.Outcome{Result: picker.DeadlineExceeded, Timeout: d}
-	case c.gaveUp():
-		// The v2 client enforces its HeaderTimeoutPerRequest by closing
-		// req.Cancel. A cancellation that comes when that timeout is due
-		// is the member's fault, not the caller's choice.
-		if d > 0 && c.class != classWatch && elapsed >= d-d/10 {
-			return picker.Outcome{Result: picker.DeadlineExceeded, Timeout: d}
-		}
-		return picker.Outcome{Result: picker.Canceled}
-	}
-	return picker.Outcome{Result: picker.Failed}
-}
-
-// afterFailure asks for an early leader lookup when a write or anything
-// sent to the leader failed: the leader may have changed.
-func (t *Transport) afterFailure(c *call, ep *endpoint, r picker.Result) {
-	if r != picker.Failed && r != picker.DeadlineExceeded {
-		return
-	}
-	if c.class == classWrite || ep.key == t.leaderV.Load().(string) {
-		t.kickPoll()
-	}
-}
-
-// HeaderTimeoutError is returned when a member sent no response headers
-// within the HeaderTimeout option.
-type HeaderTimeoutError struct {
-	Endpoint string        // the member's endpoint URL
-	Limit    time.Duration // the HeaderTimeout in force
-}
-
-func (e *HeaderTimeoutError) Error() string {
-	return "v2compat: " + e.Endpoint + " sent no response headers within " + e.Limit.String()
-}
-
-// Timeout reports true, as net.Error timeouts do.
-func (e *HeaderTimeoutError) Timeout() bool { return true }
-
-// Temporary reports true: another member may answer.
-func (e *HeaderTimeoutError) Temporary() bool { return true }
-
-// etcdIndex returns the X-Etcd-Index of an answer that is not a 5xx.
-func etcdIndex(resp *http.Response) (uint64, bool) {
-	if resp.StatusCode >= 500 {
-		return 0, false
-	}
-	v := resp.Header.Get("X-Etcd-Index")
-	if v == "" {
-		return 0, false
-	}
-	n, err := strconv.ParseUint(v, 10, 64)
-	return n, err == nil
-}
-
-func (t *Transport) raise(idx uint64) {
-	for {
-		h := atomic.LoadUint64(&t.highest)
-		if idx <= h || atomic.CompareAndSwapUint64(&t.highest, h, idx) {
-			return
-		}
-	}
-}
-
-// noteStale counts a stale answer from ep and marks it lagging after
-// LaggingAfter in a row.
-func (t *Transport) noteStale(ep *endpoint) {
-	if atomic.AddInt32(&ep.staleStreak, 1) < LaggingAfter {
-		return
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	until := t.now() + int64(LaggingHold)
-	t.lagging[ep.key] = until
-	t.expiresLocked(until)
-	t.applyTagsLocked(t.set())
-}
-
-// expiresLocked notes that a mark ends at until.
-func (t *Transport) expiresLocked(until int64) {
-	if e := atomic.LoadInt64(&t.tagExpiry); e == 0 || until < e {
-		atomic.StoreInt64(&t.tagExpiry, until)
-	}
-}
-
-// judge updates the "just failed" mark of ep after an answer or a failure
-// with result r.
-func (t *Transport) judge(ep *endpoint, r picker.Result) {
-	switch r {
-	case picker.OK:
-		if atomic.LoadInt64(&ep.downUntil) == 0 {
-			return
-		}
-		t.mu.Lock()
-		atomic.StoreInt64(&ep.downUntil, 0)
-		t.applyTagsLocked(t.set())
-		t.mu.Unlock()
-	case picker.Failed, picker.DeadlineExceeded:
-		now := t.now()
-		until := now + int64(DownHold)
-		// A mark set in the last half hold is fresh enough: skip the lock
-		// when a dead member fails many requests at once.
-		if atomic.LoadInt64(&ep.downUntil) > now+int64(DownHold)/2 {
-			return
-		}
-		t.mu.Lock()
-		atomic.StoreInt64(&ep.downUntil, until)
-		t.expiresLocked(until)
-		t.applyTagsLocked(t.set())
-		t.mu.Unlock()
-	}
-}
-
-// fresh records an up-to-date answer from ep, ending a lagging mark.
-func (t *Transport) fresh(ep *endpoint) {
-	if atomic.LoadInt32(&ep.staleStreak) == 0 {
-		return
-	}
-	ep.resetStreak()
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if _, ok := t.lagging[ep.key]; ok {
-		delete(t.lagging, ep.key)
-		t.applyTagsLocked(t.set())
-	}
-}
-
-// expireTags ends the lagging and down marks whose hold is over.
-func (t *Transport) expireTags() {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	now := t.now()
-	var next int64
-	later := func(until int64) {
-		if next == 0 || until < next {
-			next = until
-		}
-	}
-	for k, until := range t.lagging {
-		if now >= until {
-			delete(t.lagging, k)
-		} else {
-			later(until)
-		}
-	}
-	set := t.set()
-	for _, e := range set.list {
-		if until := atomic.LoadInt64(&e.downUntil); until != 0 {
-			if now >= until {
-				atomic.StoreInt64(&e.downUntil, 0)
-			} else {
-				later(until)
-			}
-		}
-	}
-	atomic.StoreInt64(&t.tagExpiry, next)
-	t.applyTagsLocked(set)
-}
-
-func bodyless(r *http.Request) bool {
-	return r.Body == nil || r.Body == http.NoBody
-}
-
-// discard drains a little of a body, so that its connection can be reused,
-// and closes it.
-func discard(rc io.ReadCloser) {
-	_, _ = io.CopyN(ioutil.Discard, rc, 64<<10)
-	_ = rc.Close()
 }

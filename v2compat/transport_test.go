@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
 	"github.com/etcdbalance/etcdbalance-go/picker"
@@ -42,11 +44,11 @@ func TestNewRejectsBadInput(t *testing.T) {
 		{"user info", inner, []string{"http://u:p@a:1"}, nil, "user info"},
 		{"path", inner, []string{"http://a:1/v2"}, nil, `"http://a:1/v2" must be scheme://host[:port] only`},
 		{"parse", inner, []string{"http://a b"}, nil, `"http://a b"`},
-		{"poll interval", inner, ok, []Option{LeaderPollInterval(time.Millisecond)}, "LeaderPollInterval 1ms"},
-		{"header timeout", inner, ok, []Option{HeaderTimeout(-time.Second)}, "HeaderTimeout -1s"},
-		{"retries low", inner, ok, []Option{MonotonicRetries(-1)}, "MonotonicRetries -1"},
-		{"retries high", inner, ok, []Option{MonotonicRetries(17)}, "MonotonicRetries 17"},
-		{"picker", inner, ok, []Option{PickerConfig(picker.Config{Policy: "fastest"})}, `"fastest"`},
+		{"poll interval", inner, ok, []Option{WithLeaderPollInterval(time.Millisecond)}, "leader poll interval 1ms"},
+		{"header timeout", inner, ok, []Option{WithHeaderTimeout(-time.Second)}, "header timeout -1s"},
+		{"retries low", inner, ok, []Option{WithMonotonicRetries(-1)}, "monotonic retries -1"},
+		{"retries high", inner, ok, []Option{WithMonotonicRetries(17)}, "monotonic retries 17"},
+		{"picker", inner, ok, []Option{WithPickerConfig(picker.Config{Policy: "fastest"})}, `"fastest"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tr, err := New(tc.in, tc.eps, tc.opts...)
@@ -62,7 +64,7 @@ func TestNewRejectsBadInput(t *testing.T) {
 }
 
 func TestSetEndpoints(t *testing.T) {
-	tr, err := New(&http.Transport{}, []string{"http://a:1", "http://B:2", "http://b:2", "https://c:443/"}, LeaderPollInterval(-1))
+	tr, err := New(&http.Transport{}, []string{"http://a:1", "http://B:2", "http://b:2", "https://c:443/"}, WithLeaderPollInterval(-1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +87,7 @@ func TestSetEndpoints(t *testing.T) {
 	if got := strings.Join(tr.Endpoints(), " "); got != "http://a:1 http://e:5" {
 		t.Fatalf("Endpoints() = %q", got)
 	}
-	if n := len(tr.Picker().Endpoints()); n != 2 {
+	if n := len(tr.Stats().Members); n != 2 {
 		t.Fatalf("picker has %d endpoints, want 2", n)
 	}
 }
@@ -126,7 +128,7 @@ func TestRewriteKeepsRequest(t *testing.T) {
 	inner := &recordingTransport{answer: func(r *http.Request) (*http.Response, error) {
 		return &http.Response{StatusCode: 200, Header: http.Header{"X-Etcd-Index": {"5"}}, Body: http.NoBody, Request: r}, nil
 	}}
-	tr, err := New(inner, []string{"http://a:1", "https://b:2"}, LeaderPollInterval(-1), PickerConfig(picker.Config{Policy: picker.RoundRobin}))
+	tr, err := New(inner, []string{"http://a:1", "https://b:2"}, WithLeaderPollInterval(-1), WithPickerConfig(picker.Config{Policy: picker.RoundRobin}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,7 +194,7 @@ func TestPassThrough(t *testing.T) {
 	inner := &recordingTransport{answer: func(r *http.Request) (*http.Response, error) {
 		return &http.Response{StatusCode: 200, Header: http.Header{}, Body: http.NoBody}, nil
 	}}
-	tr, err := New(inner, []string{"http://a:1"}, LeaderPollInterval(-1))
+	tr, err := New(inner, []string{"http://a:1"}, WithLeaderPollInterval(-1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,7 +226,7 @@ func TestCancelRequestMapsToRewritten(t *testing.T) {
 		<-r.Context().Done()
 		return nil, r.Context().Err()
 	}}
-	tr, err := New(inner, []string{"http://a:1"}, LeaderPollInterval(-1))
+	tr, err := New(inner, []string{"http://a:1"}, WithLeaderPollInterval(-1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -270,7 +272,7 @@ func TestCancelWithHTTPTransport(t *testing.T) {
 	defer close(release)
 	inner := &http.Transport{}
 	defer inner.CloseIdleConnections()
-	tr, err := New(inner, []string{srv.URL}, LeaderPollInterval(-1))
+	tr, err := New(inner, []string{srv.URL}, WithLeaderPollInterval(-1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -323,7 +325,7 @@ func TestHeaderTimeout(t *testing.T) {
 	inner := &http.Transport{}
 	defer inner.CloseIdleConnections()
 	const d = 150 * time.Millisecond
-	tr, err := New(inner, []string{srv.URL}, LeaderPollInterval(-1), HeaderTimeout(d))
+	tr, err := New(inner, []string{srv.URL}, WithLeaderPollInterval(-1), WithHeaderTimeout(d))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -398,7 +400,7 @@ func TestFailureClassification(t *testing.T) {
 	inner := &http.Transport{}
 	defer inner.CloseIdleConnections()
 	// Ejection off, so that every request reaches the one member.
-	tr, err := New(inner, []string{srv.URL}, LeaderPollInterval(-1), PickerConfig(picker.Config{EjectAfter: -1}))
+	tr, err := New(inner, []string{srv.URL}, WithLeaderPollInterval(-1), WithPickerConfig(picker.Config{EjectAfter: -1}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -447,7 +449,7 @@ func TestFailureClassification(t *testing.T) {
 	dead := httptest.NewServer(http.NotFoundHandler())
 	deadURL := dead.URL
 	dead.Close()
-	tr2, err := New(inner, []string{deadURL}, LeaderPollInterval(-1))
+	tr2, err := New(inner, []string{deadURL}, WithLeaderPollInterval(-1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -478,7 +480,7 @@ func TestInFlightUntilBodyDone(t *testing.T) {
 	defer srv.Close()
 	inner := &http.Transport{}
 	defer inner.CloseIdleConnections()
-	tr, err := New(inner, []string{srv.URL}, LeaderPollInterval(-1))
+	tr, err := New(inner, []string{srv.URL}, WithLeaderPollInterval(-1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -550,7 +552,7 @@ func TestCloseDuringReadNotBlamed(t *testing.T) {
 	inner := &recordingTransport{answer: func(r *http.Request) (*http.Response, error) {
 		return &http.Response{StatusCode: 200, Header: http.Header{"X-Etcd-Index": {"1"}}, Body: newClosingBody(), Request: r}, nil
 	}}
-	tr, err := New(inner, []string{"http://a:1"}, LeaderPollInterval(-1))
+	tr, err := New(inner, []string{"http://a:1"}, WithLeaderPollInterval(-1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -606,8 +608,8 @@ func (b *closingBody) Close() error {
 func TestWritesGoToLeader(t *testing.T) {
 	c := newFakeCluster(t, 3)
 	c.setLeader(2)
-	tr, _ := newTestTransport(t, c, LeaderPollInterval(20*time.Millisecond))
-	waitFor(t, "leader m2", func() bool { return tr.Leader() == c.members[2].srv.URL })
+	tr, _ := newTestTransport(t, c, WithLeaderPollInterval(20*time.Millisecond))
+	waitFor(t, "leader m2", func() bool { return tr.Stats().Leader == c.members[2].srv.URL })
 	base := c.members[0].srv.URL
 	for i := 0; i < 30; i++ {
 		do(t, tr, "PUT", base+"/v2/keys/w")
@@ -637,7 +639,7 @@ func TestWritesGoToLeader(t *testing.T) {
 	}
 	// A new leader is followed.
 	c.setLeader(0)
-	waitFor(t, "leader m0", func() bool { return tr.Leader() == c.members[0].srv.URL })
+	waitFor(t, "leader m0", func() bool { return tr.Stats().Leader == c.members[0].srv.URL })
 	before := atomic.LoadInt64(&c.members[0].writes)
 	for i := 0; i < 10; i++ {
 		do(t, tr, "PUT", base+"/v2/keys/w")
@@ -647,7 +649,7 @@ func TestWritesGoToLeader(t *testing.T) {
 	}
 	// No leader: forgotten, writes go anywhere.
 	c.setLeader(-1)
-	waitFor(t, "no leader", func() bool { return tr.Leader() == "" })
+	waitFor(t, "no leader", func() bool { return tr.Stats().Leader == "" })
 	do(t, tr, "PUT", base+"/v2/keys/w")
 }
 
@@ -657,10 +659,10 @@ func TestLeaderByMemberID(t *testing.T) {
 	c := newFakeCluster(t, 3)
 	c.advertise = func(i int) string { return "http://member-" + string(rune('a'+i)) + ".invalid:2379" }
 	c.setLeader(1)
-	tr, _ := newTestTransport(t, c, LeaderPollInterval(20*time.Millisecond))
-	waitFor(t, "leader m1", func() bool { return tr.Leader() == c.members[1].srv.URL })
+	tr, _ := newTestTransport(t, c, WithLeaderPollInterval(20*time.Millisecond))
+	waitFor(t, "leader m1", func() bool { return tr.Stats().Leader == c.members[1].srv.URL })
 	c.setLeader(2)
-	waitFor(t, "leader m2", func() bool { return tr.Leader() == c.members[2].srv.URL })
+	waitFor(t, "leader m2", func() bool { return tr.Stats().Leader == c.members[2].srv.URL })
 	if s := tr.Stats(); s.LeaderPolls == 0 {
 		t.Fatalf("stats %+v", s)
 	}
@@ -684,7 +686,7 @@ func TestNoRetries(t *testing.T) {
 	defer srv2.Close()
 	inner := &http.Transport{}
 	defer inner.CloseIdleConnections()
-	tr, err := New(inner, []string{srv.URL, srv2.URL}, LeaderPollInterval(-1))
+	tr, err := New(inner, []string{srv.URL, srv2.URL}, WithLeaderPollInterval(-1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -714,7 +716,7 @@ func TestNoRetries(t *testing.T) {
 func TestMonotonicGuard(t *testing.T) {
 	t.Run("reissue", func(t *testing.T) {
 		c := newFakeCluster(t, 3)
-		tr, _ := newTestTransport(t, c, LeaderPollInterval(-1), PickerConfig(picker.Config{Policy: picker.RoundRobin}))
+		tr, _ := newTestTransport(t, c, WithLeaderPollInterval(-1), WithPickerConfig(picker.Config{Policy: picker.RoundRobin}))
 		base := c.members[0].srv.URL
 		c.members[2].freeze() // answers reads at 10 from now on
 		if _, idx := get(t, tr, base+"/v2/keys/a"); idx != 10 {
@@ -730,18 +732,18 @@ func TestMonotonicGuard(t *testing.T) {
 		if s.StaleAnswers == 0 || s.Reissued != s.StaleAnswers || s.Regressions != 0 || s.QuorumFallbacks != 0 {
 			t.Fatalf("stats %+v", s)
 		}
-		// After LaggingAfter stale answers in a row the member is avoided:
+		// After staleAfter stale answers in a row the member is avoided:
 		// round robin would have sent it a third of the 60 reads.
 		if s.StaleAnswers > 10 {
 			t.Fatalf("%d stale answers: the lagging member was not avoided", s.StaleAnswers)
 		}
-		if tags := stats(tr, strings.ToLower(c.members[2].srv.URL)).Tags; tags&tagLagging == 0 {
+		if tags := stats(tr, strings.ToLower(c.members[2].srv.URL)).Tags; tags&tagStale == 0 {
 			t.Fatalf("stale member not tagged lagging: %b", tags)
 		}
 	})
 	t.Run("404 too", func(t *testing.T) {
 		c := newFakeCluster(t, 2)
-		tr, _ := newTestTransport(t, c, LeaderPollInterval(-1), PickerConfig(picker.Config{Policy: picker.RoundRobin}))
+		tr, _ := newTestTransport(t, c, WithLeaderPollInterval(-1), WithPickerConfig(picker.Config{Policy: picker.RoundRobin}))
 		c.members[1].freeze()
 		do(t, tr, "PUT", c.members[0].srv.URL+"/v2/keys/a")
 		for i := 0; i < 4; i++ {
@@ -753,8 +755,8 @@ func TestMonotonicGuard(t *testing.T) {
 	t.Run("quorum fallback", func(t *testing.T) {
 		c := newFakeCluster(t, 3)
 		c.setLeader(1)
-		tr, _ := newTestTransport(t, c, LeaderPollInterval(20*time.Millisecond))
-		waitFor(t, "leader", func() bool { return tr.Leader() != "" })
+		tr, _ := newTestTransport(t, c, WithLeaderPollInterval(20*time.Millisecond))
+		waitFor(t, "leader", func() bool { return tr.Stats().Leader != "" })
 		base := c.members[0].srv.URL
 		for _, m := range c.members {
 			m.freeze()
@@ -771,9 +773,37 @@ func TestMonotonicGuard(t *testing.T) {
 			t.Fatalf("the leader got %d quorum reads, want 1", q)
 		}
 	})
+	t.Run("many members", func(t *testing.T) {
+		// The re-issues of one read never go back to a member already
+		// tried, however many members there are (picker.Request.Skip).
+		const n, retries = 40, 16
+		c := newFakeCluster(t, n)
+		tr, _ := newTestTransport(t, c, WithLeaderPollInterval(-1), WithMonotonicRetries(retries))
+		for _, m := range c.members {
+			m.freeze()
+		}
+		do(t, tr, "PUT", c.members[0].srv.URL+"/v2/keys/a") // 11; every member still reads 10
+		before := make([]int64, n)
+		for i, m := range c.members {
+			before[i] = atomic.LoadInt64(&m.hits) - atomic.LoadInt64(&m.quorums)
+		}
+		_, idx := get(t, tr, c.members[0].srv.URL+"/v2/keys/a")
+		require.EqualValues(t, 11, idx, "the quorum fallback answers at the latest index")
+		tried := 0
+		for i, m := range c.members {
+			d := atomic.LoadInt64(&m.hits) - atomic.LoadInt64(&m.quorums) - before[i]
+			require.LessOrEqual(t, d, int64(1), "member %d was asked the same read %d times", i, d)
+			tried += int(d)
+		}
+		s := tr.Stats()
+		assert.Equal(t, retries+1, tried)
+		assert.EqualValues(t, retries+1, s.StaleAnswers)
+		assert.EqualValues(t, retries, s.Reissued)
+		assert.EqualValues(t, 1, s.QuorumFallbacks)
+	})
 	t.Run("no retries option", func(t *testing.T) {
 		c := newFakeCluster(t, 3)
-		tr, _ := newTestTransport(t, c, LeaderPollInterval(-1), MonotonicRetries(0))
+		tr, _ := newTestTransport(t, c, WithLeaderPollInterval(-1), WithMonotonicRetries(0))
 		c.members[0].freeze()
 		c.members[1].freeze()
 		c.members[2].freeze()
@@ -787,7 +817,7 @@ func TestMonotonicGuard(t *testing.T) {
 	})
 	t.Run("off", func(t *testing.T) {
 		c := newFakeCluster(t, 3)
-		tr, _ := newTestTransport(t, c, LeaderPollInterval(-1), MonotonicReads(false), PickerConfig(picker.Config{Policy: picker.RoundRobin}))
+		tr, _ := newTestTransport(t, c, WithLeaderPollInterval(-1), WithMonotonicReads(false), WithPickerConfig(picker.Config{Policy: picker.RoundRobin}))
 		c.members[2].freeze()
 		do(t, tr, "PUT", c.members[0].srv.URL+"/v2/keys/a")
 		regressions := 0
@@ -804,7 +834,7 @@ func TestMonotonicGuard(t *testing.T) {
 		// An index from elsewhere (a cluster restored from a backup)
 		// must not make every later read pay for the guard.
 		c := newFakeCluster(t, 2)
-		tr, _ := newTestTransport(t, c, LeaderPollInterval(-1))
+		tr, _ := newTestTransport(t, c, WithLeaderPollInterval(-1))
 		tr.raise(1000)
 		if _, idx := get(t, tr, c.members[0].srv.URL+"/v2/keys/a"); idx != 10 {
 			t.Fatalf("index %d", idx)
@@ -822,7 +852,7 @@ func TestMonotonicGuard(t *testing.T) {
 
 func TestCloseIsIdempotent(t *testing.T) {
 	c := newFakeCluster(t, 1)
-	tr, _ := newTestTransport(t, c, LeaderPollInterval(10*time.Millisecond))
+	tr, _ := newTestTransport(t, c, WithLeaderPollInterval(10*time.Millisecond))
 	waitFor(t, "a poll", func() bool { return tr.Stats().LeaderPolls > 0 })
 	tr.Close()
 	tr.Close()
@@ -830,7 +860,7 @@ func TestCloseIsIdempotent(t *testing.T) {
 	get(t, tr, c.members[0].srv.URL+"/v2/keys/a")
 }
 
-// A member that has just failed is avoided for DownHold, by watches too.
+// A member that has just failed is avoided for failedHold, by watches too.
 // The engine spreads watches by their count alone, and a member that has
 // died has none left, so it looks like the best place for the next watch:
 // without the mark, the v2 client's retry of a watch cut by a crash (sent
@@ -850,7 +880,7 @@ func TestRecentlyFailedAvoided(t *testing.T) {
 		dead.Close()
 		inner := &http.Transport{}
 		defer inner.CloseIdleConnections()
-		tr, err := New(inner, []string{deadURL, live.URL}, LeaderPollInterval(-1))
+		tr, err := New(inner, []string{deadURL, live.URL}, WithLeaderPollInterval(-1))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -869,17 +899,17 @@ func TestRecentlyFailedAvoided(t *testing.T) {
 		if failures != 1 {
 			t.Fatalf("%d of 20 watches went to the dead member, want only the first", failures)
 		}
-		if s := stats(tr, deadKey); s.Tags&tagDown == 0 {
+		if s := stats(tr, deadKey); s.Tags&tagFailed == 0 {
 			t.Fatalf("dead member not marked: %+v", s)
 		}
 	})
 
 	// A long poll cut in the middle of its answer (the member crashed
-	// while the watch waited) marks the member; after DownHold it gets
+	// while the watch waited) marks the member; after failedHold it gets
 	// watches again.
 	t.Run("watch cut, then expiry", func(t *testing.T) {
 		c := newFakeCluster(t, 2)
-		tr, _ := newTestTransport(t, c, LeaderPollInterval(-1))
+		tr, _ := newTestTransport(t, c, WithLeaderPollInterval(-1))
 		bad := c.members[0]
 		bad.handler.Store(http.HandlerFunc(cutAnswer))
 		badKey := strings.ToLower(bad.srv.URL)
@@ -904,13 +934,13 @@ func TestRecentlyFailedAvoided(t *testing.T) {
 		if hits := atomic.LoadInt64(&bad.hits); cut != 1 || hits != 1 {
 			t.Fatalf("%d watches cut, %d sent to the bad member; want 1 and 1", cut, hits)
 		}
-		if s := stats(tr, badKey); s.Tags&tagDown == 0 || s.Failures != 1 {
+		if s := stats(tr, badKey); s.Tags&tagFailed == 0 || s.Failures != 1 {
 			t.Fatalf("a cut watch did not mark its member: %+v", s)
 		}
 		// The member recovers; once the hold is over it shares watches
 		// again.
 		bad.handler.Store(http.HandlerFunc(nil))
-		time.Sleep(DownHold + 50*time.Millisecond)
+		time.Sleep(failedHold + 50*time.Millisecond)
 		for i := 0; i < 40; i++ {
 			if err := watch(); err != nil {
 				t.Fatal(err)
@@ -919,7 +949,7 @@ func TestRecentlyFailedAvoided(t *testing.T) {
 		if hits := atomic.LoadInt64(&bad.hits); hits < 2 {
 			t.Fatalf("after the hold the recovered member got %d of 40 watches", hits-1)
 		}
-		if s := stats(tr, badKey); s.Tags&tagDown != 0 {
+		if s := stats(tr, badKey); s.Tags&tagFailed != 0 {
 			t.Fatalf("mark still set after the hold: %+v", s)
 		}
 	})
@@ -938,10 +968,10 @@ func cutAnswer(w http.ResponseWriter, r *http.Request) {
 // What sets the "just failed" mark and what ends it early.
 func TestDownMark(t *testing.T) {
 	c := newFakeCluster(t, 1)
-	tr, _ := newTestTransport(t, c, LeaderPollInterval(-1))
+	tr, _ := newTestTransport(t, c, WithLeaderPollInterval(-1))
 	m := c.members[0]
 	base := m.srv.URL
-	down := func() bool { return stats(tr, strings.ToLower(base)).Tags&tagDown != 0 }
+	down := func() bool { return stats(tr, strings.ToLower(base)).Tags&tagFailed != 0 }
 
 	// A 5xx answer marks; a good answer ends the mark at once. (With one
 	// member, avoiding it is moot: it still gets every request.)

@@ -289,13 +289,18 @@ func (b *bench) runGroup(ctx context.Context, v2 bool, pols []*policy) (*setup, 
 	if sc.rounds {
 		rs, err = b.runRounds(ctx, tgt, st, pols)
 	} else {
+		var paired *result
 		if sc.slow > 0 && st.FaultMember >= 0 && !v2 {
-			if err := b.runHealthy(ctx, tgt, st, pols); err != nil {
+			if paired, err = b.runHealthy(ctx, tgt, st, pols); err != nil {
 				return nil, nil, err
 			}
 		}
 		for _, pol := range pols {
 			var r *result
+			if paired != nil && pol.name == paired.Policy {
+				rs = append(rs, paired)
+				continue
+			}
 			r, err = b.runPolicy(ctx, tgt, st, pol, false)
 			if err != nil {
 				break
@@ -364,21 +369,94 @@ func proxyBytes(tgt *target) []int64 {
 	return out
 }
 
-// runHealthy measures etcdbalance with the scenario's slow member healed:
-// the tail the same clients get when no member is slow, the floor that
-// the slow-member row is judged against. It runs before the policies.
-func (b *bench) runHealthy(ctx context.Context, tgt *target, st *setup, pols []*policy) error {
+// runHealthy measures etcdbalance with the scenario's slow member and
+// with it healed (the tail the same clients get when no member is slow,
+// the floor the slowed row is judged against), in alternating rounds:
+// healthy, slowed, healthy, slowed… Machine noise then hits both alike;
+// run a minute apart, the two differed by 2–3× on a loaded machine. Each
+// side has a session of its own, built once, so that neither inherits the
+// other's picture of the member, and every round starts with an unmeasured
+// warm-up, as a single run does. It returns etcdbalance's row with the
+// slow member; nil when there is no etcdbalance row.
+func (b *bench) runHealthy(ctx context.Context, tgt *target, st *setup, pols []*policy) (*result, error) {
 	i := slices.IndexFunc(pols, func(p *policy) bool { return p.name == "etcdbalance" })
 	if i < 0 {
 		b.note("no etcdbalance row: no healthy phase to compare the slow member with")
-		return nil
+		return nil, nil
 	}
-	r, err := b.runPolicy(ctx, tgt, st, pols[i], true)
-	if err != nil || r == nil {
-		return err
+	pol := pols[i]
+	if err := b.reset(ctx, tgt, st); err != nil {
+		return nil, err
 	}
-	b.rep.SlowMember = &slowCheck{Policy: r.Policy, HealthyP99MS: r.LatencyMS.P99, Healthy: r}
-	return nil
+	var sessions [2]*session // 0 healthy, 1 slowed
+	defer func() {
+		for _, s := range sessions {
+			if s != nil {
+				s.close()
+			}
+		}
+	}()
+	for k := range sessions {
+		s, err := newSession(ctx, pol, tgt, b.o.scenario, b.o)
+		if err != nil {
+			b.skip(pol, err.Error())
+			return nil, nil
+		}
+		sessions[k] = s
+	}
+	slowProxy := tgt.proxies[st.FaultMember]
+	n, each := rounds(b.o.duration)
+	b.con.printf("%s: %d rounds of %v healthy, then %v with the slow member, %v warm-up before each\n", pol.name, n, each, each, b.o.warmup)
+	var (
+		segs  [2][]*segment
+		bytes [2][]int64
+	)
+	for k := range bytes {
+		bytes[k] = make([]int64, len(tgt.endpoints))
+	}
+	for r := range n {
+		for k, s := range sessions {
+			if k == 0 {
+				slowProxy.SetLatency(0, 0)
+			} else {
+				slowProxy.SetLatency(b.o.scenario.slow, 0)
+			}
+			label := fmt.Sprintf("healthy %d/%d", r+1, n)
+			if k == 1 {
+				label = fmt.Sprintf("slowed %d/%d", r+1, n)
+			}
+			var rb []int64
+			hooks := append(b.hooks(tgt, st), hook{at: 1, name: "read byte counters", fn: func() { rb = proxyBytes(tgt) }})
+			seg, err := s.measure(ctx, b.o.warmup, each, hooks, b.progressLabel(pol, s, each, label))
+			b.con.endProgress()
+			if err != nil {
+				return nil, err
+			}
+			segs[k] = append(segs[k], seg)
+			for m, v := range rb {
+				bytes[k][m] += v
+			}
+		}
+	}
+	var rows [2]*result
+	for k, s := range sessions {
+		var bs []int64
+		if tgt.faultable() {
+			bs = bytes[k]
+		}
+		r := newResult(pol, segs[k], bs, st.BandwidthCap, true)
+		r.WatchEvents = s.events.Load()
+		r.LeaseKeepAlives = s.keepAlives.Load()
+		r.Leader = b.currentLeader(ctx, tgt)
+		rows[k] = r
+	}
+	for k, name := range []string{pol.name + " (healthy)", pol.name} {
+		r := rows[k]
+		b.con.printf("%-16s %7d requests %6d errors %9.1f req/s  p99 %s ms  max/mean share %.2f\n",
+			name, r.Requests, r.Errors, r.ThroughputRPS, fmtMS(r.LatencyMS.P99), r.MaxOverMean)
+	}
+	b.rep.SlowMember = &slowCheck{Policy: pol.name, HealthyP99MS: rows[0].LatencyMS.P99, Healthy: rows[0]}
+	return rows[1], nil
 }
 
 // runPolicy measures one policy. A policy whose clients cannot be built

@@ -117,7 +117,7 @@ func printChecks(w io.Writer, rep *report) {
 			fmtMS(c.P99MS), c.LowestPolicy, fmtMS(c.LowestP99MS), c.P99Ratio, c.ReadMaxOverMean, c.Errors, c.RoundRobinErrors)
 	}
 	if c := rep.SlowMember; c != nil {
-		fmt.Fprintf(w, "\nhealthy phase (no member slowed, same clients, run first): %s p99 %s ms\n", c.Policy, fmtMS(c.HealthyP99MS))
+		fmt.Fprintf(w, "\nhealthy rounds (no member slowed, alternating with the slowed ones): %s p99 %s ms\n", c.Policy, fmtMS(c.HealthyP99MS))
 		fmt.Fprintf(w, "%s p99 with the slow member %s ms = %.3f x healthy", c.Policy, fmtMS(c.P99MS), c.OverHealthyP99)
 		if c.RoundRobinP99MS > 0 {
 			fmt.Fprintf(w, ", %.3f x v3-roundrobin (%s ms)", c.OverRoundRobinP99, fmtMS(c.RoundRobinP99MS))

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/etcdbalance/etcdbalance-go/etcdbalance"
+	"github.com/etcdbalance/etcdbalance-go/picker"
 )
 
 // options are the parsed and checked command-line flags.
@@ -70,7 +71,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		jsonPath     = fs.String("json", "", "write the results as JSON to `FILE`")
 		plotsDir     = fs.String("plots", "", "write SVG charts into `DIR`")
 		// For diagnosis: they change what the etcdbalance rows measure.
-		reserveRatio  = fs.Float64("reserve-ratio", 0, "etcdbalance rows: WithReserveRatio(`R`) (R >= 1); 0 keeps the engine's default")
+		reserveRatio  = fs.Float64("reserve-ratio", 0, "etcdbalance rows: picker.Config.ReserveRatio `R` (R >= 1); 0 keeps the engine's default")
 		followerReads = fs.Bool("follower-reads", true, "etcdbalance rows: WithFollowerReads; false spreads reads over the leader too")
 	)
 	fs.Usage = func() {
@@ -125,7 +126,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 			continue
 		}
 		if *reserveRatio != 0 {
-			p.ebOpts = append(p.ebOpts, etcdbalance.WithReserveRatio(*reserveRatio))
+			p.ebOpts = append(p.ebOpts, etcdbalance.WithPickerConfig(picker.Config{ReserveRatio: *reserveRatio}))
 			p.about += fmt.Sprintf("; -reserve-ratio %v", *reserveRatio)
 		}
 		if !*followerReads {

@@ -43,10 +43,12 @@
 //     the machine's cores, so only a cap of its own makes one member run
 //     out of anything).
 //   - slow-member: one follower's proxy adds 20 ms in each direction, so
-//     its round trips take about 40 ms longer. Before the policies, a
-//     healthy phase runs etcdbalance with no member slowed: the tail the
-//     same clients get from a healthy cluster, which the slowed
-//     etcdbalance row is compared with ("slow_member" in the JSON).
+//     its round trips take about 40 ms longer. etcdbalance runs in
+//     alternating rounds with the member slowed and healed (two sets of
+//     clients, a warm-up before each round): the healed rounds give the
+//     tail the same clients get from a healthy cluster, which the slowed
+//     rounds (the etcdbalance row) are compared with ("slow_member" in
+//     the JSON).
 //   - blackhole: one follower's proxy swallows every byte, connections left
 //     open, for the middle third of each policy's run.
 //   - job-storm: a Kubernetes job storm at full speed, policies in
@@ -108,8 +110,9 @@
 // response header), for v2 the HTTP transport under the client records the
 // host of every answered request.
 //
-// -reserve-ratio and -follower-reads=false pass WithReserveRatio and
-// WithFollowerReads(false) to the etcdbalance rows, for diagnosis.
+// -reserve-ratio and -follower-reads=false pass picker.Config.ReserveRatio
+// (WithPickerConfig) and WithFollowerReads(false) to the etcdbalance rows,
+// for diagnosis.
 //
 // -seed fixes the request mix and the keys; grpc's shuffle (v3-pinned),
 // the v2 client's shuffle and the balancers draw their own randomness, so

@@ -54,8 +54,8 @@ type incidentCheck struct {
 }
 
 // slowCheck compares etcdbalance with one member slowed against the same
-// clients on the same cluster with no member slowed (the healthy phase,
-// run before the policies) and against round-robin.
+// clients on the same cluster with no member slowed (the healthy rounds,
+// alternating with the slowed ones) and against round-robin.
 type slowCheck struct {
 	Policy            string  `json:"policy"`
 	HealthyP99MS      float64 `json:"healthy_p99_ms"`

@@ -88,7 +88,7 @@ func TestHeaderTimeoutNeverResendsWrites(t *testing.T) {
 	cl := v2cluster.StartTB(t, v2cluster.Config{Size: 3})
 	eps := cl.Endpoints()
 	const d = 300 * time.Millisecond
-	kapi, tr, cnt := recipeClient(t, eps, "", "", "", v2compat.HeaderTimeout(d))
+	kapi, tr, cnt := recipeClient(t, eps, "", "", "", v2compat.WithHeaderTimeout(d))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	for i := 0; i < 20; i++ {
@@ -199,7 +199,7 @@ func TestSharedPerServerListAndTLS(t *testing.T) {
 		if i%2 == 1 {
 			list = rev
 		}
-		_, tr, release, err := newETCD2Client(list, "", "", "", v2compat.LeaderPollInterval(-1))
+		_, tr, release, err := newETCD2Client(list, "", "", "", v2compat.WithLeaderPollInterval(-1))
 		require.NoError(t, err)
 		trs = append(trs, tr)
 		releases = append(releases, release)
@@ -209,7 +209,7 @@ func TestSharedPerServerListAndTLS(t *testing.T) {
 	}
 	files, err := testcerts.WriteDir(t.TempDir(), "other CA", "etcd", "apiserver")
 	require.NoError(t, err)
-	_, other, releaseOther, err := newETCD2Client(eps, "", "", files.CAFile, v2compat.LeaderPollInterval(-1))
+	_, other, releaseOther, err := newETCD2Client(eps, "", "", files.CAFile, v2compat.WithLeaderPollInterval(-1))
 	require.NoError(t, err)
 	assert.NotSame(t, trs[0], other)
 	releaseOther()
@@ -217,7 +217,7 @@ func TestSharedPerServerListAndTLS(t *testing.T) {
 		r()
 		r() // a second call is a no-op
 	}
-	_, fresh, release, err := newETCD2Client(eps, "", "", "", v2compat.LeaderPollInterval(-1))
+	_, fresh, release, err := newETCD2Client(eps, "", "", "", v2compat.WithLeaderPollInterval(-1))
 	require.NoError(t, err)
 	defer release()
 	assert.NotSame(t, trs[0], fresh, "a released transport was handed out again")

@@ -63,7 +63,7 @@
 // # Use
 //
 //	sc, _ := sim.Lookup("slow-member")
-//	rep, err := sim.RunScenario(sc, 1, picker.Policies, sim.Options{})
+//	rep, err := sim.RunScenario(sc, 1, picker.Policies(), sim.Options{})
 //	if err != nil { ... }
 //	for _, r := range rep.Results {
 //		fmt.Println(r.Policy, r.Latency.P99, r.MemberShare)

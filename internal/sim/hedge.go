@@ -178,21 +178,11 @@ func (s *sim) sendHedge(r *request) {
 	s.arrive(h)
 }
 
-// pickOther picks a member other than not for a copy: up to four picks,
-// handing back Canceled the ones that land on not (the engine has no way
-// yet to leave a member out of one pick).
+// pickOther picks a member other than not for a copy (Request.Skip).
 func (s *sim) pickOther(eng *picker.Picker, req picker.Request, not string) (picker.Ticket, bool) {
-	for k := 0; k < 4; k++ {
-		t, err := eng.Pick(req)
-		if err != nil {
-			return picker.Ticket{}, false
-		}
-		if t.Addr() != not {
-			return t, true
-		}
-		eng.Done(t, picker.Outcome{Result: picker.Canceled})
-	}
-	return picker.Ticket{}, false
+	req.Skip = []string{not}
+	t, err := eng.Pick(req)
+	return t, err == nil
 }
 
 // partner is the other copy of r's call, or nil.

@@ -55,7 +55,8 @@ type LeaderRule int
 const (
 	// Reserve holds the leader in reserve (picker.Request.Reserve).
 	Reserve LeaderRule = iota
-	// Avoid avoids it by cost (picker.Request.Avoid, Config.AvoidFactor).
+	// Avoid gives it reads only when no follower is eligible
+	// (picker.Request.Avoid).
 	Avoid
 	// Ordinary treats it like any member.
 	Ordinary
@@ -299,7 +300,7 @@ func Run(opt Options) (Result, error) {
 			return Result{}, err
 		}
 		if sc.Mix != nil {
-			if err := eng.SetTags(addrs[sc.Mix.Leader], leaderTag); err != nil {
+			if err := eng.UpdateTags(addrs[sc.Mix.Leader], leaderTag, 0); err != nil {
 				return Result{}, err
 			}
 		}
@@ -466,7 +467,8 @@ func (s *sim) requestFor(cls picker.Class) picker.Request {
 	switch {
 	case cls == picker.ClassWrite:
 		r.Prefer = leaderTag
-	case s.opt.Leader == Reserve:
+	case s.opt.Leader == Reserve && cls != picker.ClassRange:
+		// As etcdbalance: Lists are shared by cost with the leader.
 		r.Reserve = leaderTag
 	case s.opt.Leader == Avoid:
 		r.Avoid = leaderTag

@@ -183,10 +183,13 @@ func (b *Balancer) Get(ctx context.Context, opts grpc.BalancerGetOptions) (addr 
 	return grpc.Address{Addr: t.Addr()}, func() { p.Done(t, picker.Outcome{}) }, nil
 }
 
-// pick turns the call's kind into a picker request. The engine is shared,
-// so a pick may land on a member that is up for another client but not for
-// this one: such tickets are handed back and the pick repeated, and after a
-// few tries any member up here is taken.
+// pick turns the call's kind into a picker request. Reads hold the leader
+// in reserve (picker.Request.Reserve): it takes them only while every
+// follower is measurably slower, and a probe now and then. Serializable
+// reads avoid lagging members unless all lag. The engine is shared, so a
+// pick may land on a member that is up for another client but not for
+// this one: such tickets are handed back and the pick repeated without
+// that member, and after a few tries any member up here is taken.
 func (b *Balancer) pick(r *record) (picker.Ticket, error) {
 	req := picker.Request{Exclude: tagDown}
 	k := kindOther
@@ -198,21 +201,19 @@ func (b *Balancer) pick(r *record) (picker.Ticket, error) {
 	}
 	switch k {
 	case kindWrite:
-		req.Prefer = tagLeader
+		// Writes keep their own estimate: the reserve rule compares the
+		// leader's read estimate with the followers'.
+		req.Prefer, req.Class = tagLeader, picker.ClassWrite
 	case kindRead:
-		req.Avoid = tagLeader
+		req.Reserve = tagLeader
 	case kindSerializable:
-		req.Avoid = tagLeader
-		req.Exclude |= tagLagging
+		req.Reserve = tagLeader
+		req.Avoid = tagLagging
 	case kindStream:
 		req.Kind = picker.Stream
 	}
 	for i := 0; i < 3; i++ {
 		t, err := b.eng.p.Pick(req)
-		if err == picker.ErrNoEligible && req.Exclude != tagDown {
-			req.Exclude = tagDown // every member lags: serve anyway
-			continue
-		}
 		if err != nil {
 			break
 		}
@@ -220,6 +221,7 @@ func (b *Balancer) pick(r *record) (picker.Ticket, error) {
 			return t, nil
 		}
 		b.eng.p.Done(t, picker.Outcome{Result: picker.Canceled})
+		req.Skip = append(req.Skip, t.Addr())
 	}
 	b.mu.Lock()
 	fallback := ""

@@ -7,9 +7,12 @@
 // client pins one member. A Balancer implements the same interface
 // (Start, Up, Get, Notify, Close) and picks per call instead:
 //
-//   - serializable reads go to the cheapest caught-up follower: the leader is
-//     avoided (it carries every write and all replication) and members whose
-//     applied index lags the leader's by more than 1000 entries are left out;
+//   - serializable reads go to the cheapest caught-up follower: the leader
+//     (it carries every write and all replication) is held in reserve, and
+//     takes reads only while every follower is measurably slower, plus a
+//     probe at most once a second (picker.Config.ReserveRatio); members
+//     whose applied index lags the leader's by more than 1000 entries serve
+//     only when every other member lags too;
 //   - linearizable reads are spread the same way, lagging members included
 //     (etcd makes them wait for the leader's index anyway);
 //   - writes (Put, DeleteRange, Txn, Compact, LeaseGrant, LeaseRevoke) go to

@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
-	"math/rand"
 	"sort"
 	"strings"
 	"sync"
@@ -164,8 +163,7 @@ func (e *engine) probeLoop() {
 	for {
 		e.probe(ctx)
 		// ±20% jitter, so that engines of many processes drift apart.
-		d := probeInterval*4/5 + time.Duration(rand.Int63n(int64(probeInterval*2/5)))
-		t := time.NewTimer(d)
+		t := time.NewTimer(picker.Jitter(probeInterval, 0.2, nil))
 		select {
 		case <-e.stop:
 			t.Stop()

@@ -254,8 +254,8 @@ func TestClusterRouting(t *testing.T) {
 			t.Errorf("the view runs after stop: %+v", v)
 		}
 		for a, s := range memberStats(t, dcli) {
-			if s.Tags != 0 {
-				t.Errorf("%s keeps tags %b after stop", a, s.Tags)
+			if s.Leader || s.Learner || s.Lagging {
+				t.Errorf("%s keeps the view's marks after stop: %+v", a, s)
 			}
 		}
 		// Attach again, then close the client: the view ends with it.

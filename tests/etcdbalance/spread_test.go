@@ -10,7 +10,6 @@ import (
 
 	"github.com/etcdbalance/etcdbalance-go/etcdbalance"
 	"github.com/etcdbalance/etcdbalance-go/internal/etcdcluster"
-	"github.com/etcdbalance/etcdbalance-go/picker"
 )
 
 // getKind is a way of reading: serializable Gets are served by the member
@@ -186,7 +185,7 @@ func TestSpread(t *testing.T) {
 	}
 	// New members start in slow start: let it run out under load before
 	// measuring the steady state (a warm-up, not a timing assertion).
-	warmFor := picker.DefaultSlowStart + time.Second
+	warmFor := 6 * time.Second // the engine's default SlowStart (5s, picker.Config) and a margin
 	done := make(chan struct{})
 	go func() { hammerFor(warmFor, conc/2, getOp(viaOpts, "spread", linearizable)); close(done) }()
 	hammerFor(warmFor, conc/2, getOp(viaNew, "spread", serializable))

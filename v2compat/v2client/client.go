@@ -13,7 +13,7 @@
 //
 // The client's Transport, if set, does the HTTP and TLS work underneath;
 // otherwise client.DefaultTransport does. The client's
-// HeaderTimeoutPerRequest is handed to the transport (v2compat.HeaderTimeout)
+// HeaderTimeoutPerRequest is handed to the transport (v2compat.WithHeaderTimeout)
 // so that a member that sends no headers in time is charged for it.
 //
 // Connections: client.DefaultTransport (like a zero http.Transport) keeps
@@ -52,7 +52,7 @@ var _ client.Client = (*Client)(nil)
 // New returns a v2 client built from cfg whose requests are balanced over
 // cfg.Endpoints by a v2compat.Transport wrapping cfg.Transport (or
 // client.DefaultTransport). opts configure that transport; they come after
-// the HeaderTimeout taken from cfg.HeaderTimeoutPerRequest and so can
+// the header timeout taken from cfg.HeaderTimeoutPerRequest and so can
 // override it. Bad endpoints or options are reported with the bad value.
 // The transport polls for the leader in the background: call Close (on the
 // *Client the result holds) when done.
@@ -63,7 +63,7 @@ func New(cfg client.Config, opts ...Option) (client.Client, error) {
 	}
 	all := make([]Option, 0, len(opts)+1)
 	if cfg.HeaderTimeoutPerRequest > 0 {
-		all = append(all, v2compat.HeaderTimeout(cfg.HeaderTimeoutPerRequest))
+		all = append(all, v2compat.WithHeaderTimeout(cfg.HeaderTimeoutPerRequest))
 	}
 	all = append(all, opts...)
 	tr, err := v2compat.New(inner, cfg.Endpoints, all...)

@@ -87,7 +87,7 @@ func TestMonotonicReadsWithLaggingMember(t *testing.T) {
 		}
 	}()
 	for _, guard := range []bool{true, false} {
-		kapi, c := balanced(t, cl, client.Config{HeaderTimeoutPerRequest: 2 * time.Second}, v2compat.MonotonicReads(guard))
+		kapi, c := balanced(t, cl, client.Config{HeaderTimeoutPerRequest: 2 * time.Second}, v2compat.WithMonotonicReads(guard))
 		// Writes go to the leader once it is known; a write sent to the
 		// cut-off member would wait for its header timeout.
 		waitLeader(t, cl, c.Transport())
@@ -189,7 +189,7 @@ func TestTLS(t *testing.T) {
 		t.Fatalf("%d Gets failed", res.failed)
 	}
 	// The proxies do not parse TLS, so the spread is read from the engine.
-	for _, s := range c.Transport().Picker().Snapshot() {
+	for _, s := range c.Transport().Stats().Members {
 		t.Logf("%s: %d picks", s.Addr, s.Picks)
 		if s.Picks < 150 {
 			t.Fatalf("%s got %d picks: reads did not spread", s.Addr, s.Picks)
@@ -305,7 +305,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	}{
 		{client.Config{}, nil, "no endpoints"},
 		{client.Config{Endpoints: []string{"unix:///run/etcd.sock"}}, nil, `"unix:///run/etcd.sock"`},
-		{client.Config{Endpoints: []string{"http://a:1"}}, []v2client.Option{v2compat.MonotonicRetries(99)}, "MonotonicRetries 99"},
+		{client.Config{Endpoints: []string{"http://a:1"}}, []v2client.Option{v2compat.WithMonotonicRetries(99)}, "monotonic retries 99"},
 	} {
 		c, err := v2client.New(tc.cfg, tc.opts...)
 		if err == nil {

@@ -41,7 +41,7 @@ func TestBlackholedMember(t *testing.T) {
 	start := time.Now()
 	res := getAll(kapi, "/bh", n)
 	t.Logf("balanced, m%d black-holed: %d Gets in %v: %v", bad.Index(), n, time.Since(start).Round(time.Millisecond), res)
-	for _, s := range c.Transport().Picker().Snapshot() {
+	for _, s := range c.Transport().Stats().Members {
 		if s.Addr == strings.ToLower(bad.URL()) {
 			t.Logf("the picker's view of m%d: picks %d, failures %d, ejected %v, estimate %v", bad.Index(), s.Picks, s.Failures, s.Ejected, s.Estimate)
 		}
@@ -80,7 +80,7 @@ func TestKilledMember(t *testing.T) {
 // Watches (long polls) deliver every index, in order, while the member
 // serving some of them is killed and restarted. The v2 client retries each
 // cut watch at once through the transport; this relies on the transport's
-// "just failed" mark (v2compat.DownHold): without it the retries went back
+// "just failed" mark (the v2compat transport): without it the retries went back
 // to the dead member and a watcher failed, in 3 runs of 3.
 func TestWatchAcrossRestart(t *testing.T) {
 	cl := v2cluster.StartTB(t, v2cluster.Config{Size: 3})
@@ -156,7 +156,7 @@ func waitStreams(t *testing.T, c *v2client.Client, n int64) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		var open int64
-		for _, s := range c.Transport().Picker().Snapshot() {
+		for _, s := range c.Transport().Stats().Members {
 			open += s.Streams
 		}
 		if open >= n {
@@ -179,7 +179,7 @@ func streamingFollower(t *testing.T, cl *v2cluster.Cluster, c *v2client.Client) 
 		t.Fatal(err)
 	}
 	streams := map[string]int64{}
-	for _, s := range c.Transport().Picker().Snapshot() {
+	for _, s := range c.Transport().Stats().Members {
 		streams[s.Addr] = s.Streams
 	}
 	for i, m := range cl.Members() {

@@ -114,12 +114,12 @@ func waitLeader(t *testing.T, cl *v2cluster.Cluster, tr *v2compat.Transport) int
 		if err != nil {
 			t.Fatal(err)
 		}
-		if tr.Leader() == cl.Member(li).URL() {
+		if tr.Stats().Leader == cl.Member(li).URL() {
 			return li
 		}
 		select {
 		case <-ctx.Done():
-			t.Fatalf("the transport never found leader m%d (it says %q)", li, tr.Leader())
+			t.Fatalf("the transport never found leader m%d (it says %q)", li, tr.Stats().Leader)
 		case <-time.After(20 * time.Millisecond):
 		}
 	}

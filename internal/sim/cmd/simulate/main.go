@@ -8,11 +8,11 @@
 //	        scale-7-60, scale-7-90)
 //	        [-policy p2c-ewma,round-robin,...] [-eject-after N]
 //	        [-estimates per-class|shared|normalized] [-leader reserve|avoid|ordinary]
-//	        [-avoid-factor F] [-reserve-ratio R] [-hedge]
+//	        [-reserve-ratio R] [-hedge]
 //
-// The last four matter only for the scenarios with a leader (lists,
+// The last three matter only for the scenarios with a leader (lists,
 // slow-followers, saturated): how request classes and the leader are
-// described to the engine, and its two knobs for the leader.
+// described to the engine, and its knob for the leader.
 //
 // Without -json it prints a table; with -json exactly one JSON object:
 //
@@ -57,9 +57,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	ejectAfter := fs.Int("eject-after", 0, "engine EjectAfter for every policy: 0 gives p2c-ewma and least-outstanding the engine default and runs the stock-client baselines (round-robin, shuffled-pin, pinned) without ejection; -1 disables ejection everywhere")
 	estimates := fs.String("estimates", "per-class", "how request classes reach the engine: per-class (Request.Class), shared (one estimate) or normalized (one estimate, range samples divided by their size)")
 	leader := fs.String("leader", "reserve", "how reads treat the leader: reserve (Request.Reserve), avoid (Request.Avoid) or ordinary")
-	avoidFactor := fs.Float64("avoid-factor", 0, fmt.Sprintf("engine AvoidFactor, for -leader avoid (0: the engine default, %g)", picker.DefaultAvoidFactor))
 	hedge := fs.Bool("hedge", false, "add a p2c-ewma row with hedged reads (sim.Hedge defaults: after the member's p95, budget 5% of reads)")
-	reserveRatio := fs.Float64("reserve-ratio", 0, fmt.Sprintf("engine ReserveRatio, for -leader reserve (0: the engine default, %g)", picker.DefaultReserveRatio))
+	reserveRatio := fs.Float64("reserve-ratio", 0, "engine ReserveRatio, for -leader reserve (0: the engine default)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -80,13 +79,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return fail("unknown scenario %q (want one of: %s)", *scenario, strings.Join(names, ", "))
 	}
-	pols := picker.Policies
+	pols := picker.Policies()
 	if *policies != "" {
 		pols = nil
 		for _, name := range strings.Split(*policies, ",") {
 			p, err := picker.ParsePolicy(strings.TrimSpace(name))
 			if err != nil || name == "" {
-				return fail("unknown policy %q in -policy (want one of: %v)", name, picker.Policies)
+				return fail("unknown policy %q in -policy (want one of: %v)", name, picker.Policies())
 			}
 			pols = append(pols, p)
 		}
@@ -103,7 +102,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return fail("-leader: %v", err)
 	}
 	base := sim.Options{
-		Engine:    picker.Config{EjectAfter: *ejectAfter, AvoidFactor: *avoidFactor, ReserveRatio: *reserveRatio},
+		Engine:    picker.Config{EjectAfter: *ejectAfter, ReserveRatio: *reserveRatio},
 		Estimates: est, Leader: lr,
 	}
 	if _, err := picker.New(base.Engine); err != nil {
