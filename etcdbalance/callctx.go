@@ -147,6 +147,9 @@ type readMark struct {
 	serial bool // a serializable Range: learners and lagging members are told apart
 	ranged bool // a Range with a range_end: judged by the engine's range estimate
 	leader bool // the guard's second retry: the leader only
+	// skip: a hedged read's copy (hedge.go) never goes to the member its
+	// first attempt went to.
+	skip []string
 }
 
 type readKey struct{}

@@ -218,6 +218,7 @@
 //	serializable reads on learners           on, when caught up         WithLearnerReads(false)
 //	lagging members kept out of ser. reads   on, > 1000 entries         WithLagThreshold(-1) off
 //	monotonic reads                          on                         WithMonotonicReads(false)
+//	hedged serializable reads                off                        WithHedgedReads(0.05) on
 //
 // With the view off, nothing knows the leader, the learners or the lag:
 // every call goes to the cheapest connected member (plain load-aware

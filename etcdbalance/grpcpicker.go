@@ -80,6 +80,11 @@ func (p *grpcPicker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 		p.engine.Done(t, picker.Outcome{Result: picker.Canceled})
 		return res, err
 	}
+	if mark != nil {
+		if hc := hedgeCallOf(info.Ctx); hc != nil {
+			hc.picked(p.engine, t) // arm the hedge (hedge.go)
+		}
+	}
 	r := recordPool.Get().(*callRecord)
 	r.engine, r.ticket, r.next, r.timeout = p.engine, t, res.Done, 0
 	if kind == picker.Unary {

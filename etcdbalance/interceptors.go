@@ -51,14 +51,14 @@ func (h *handle) unaryInterceptor(ctx context.Context, method string, req, reply
 	}
 
 	if !rt.set.monotonic {
-		return invoker(ctx, method, req, reply, cc, opts...)
+		return rt.serialRead(ctx, method, rr, reply, cc, invoker, opts)
 	}
 	// The floor is what the client had seen when the call started: calls
 	// that overlap are not ordered with each other.
 	g := &e.guard
 	floor := g.maxRev.Load()
 	var p peer.Peer // who answered, should the answer be below the floor
-	err := invoker(ctx, method, req, reply, cc, withPeer(opts, &p)...)
+	err := rt.serialRead(ctx, method, rr, reply, cc, invoker, withPeer(opts, &p))
 	resp, ok := reply.(*pb.RangeResponse)
 	if err != nil || !ok {
 		return err

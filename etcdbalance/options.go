@@ -8,10 +8,11 @@ import (
 
 // Option configures a client made by New or DialOptions: its engine
 // (WithPickerConfig) and its cluster-aware routing (the other options).
-// New reports an invalid engine configuration as an error that names the
-// field and value; with DialOptions the same error comes from dialling
-// (grpc reports it as an invalid default service config). The routing
-// options take no invalid values.
+// New reports an invalid engine configuration, or an invalid
+// WithHedgedReads budget, as an error that names the field and value; with
+// DialOptions the same error comes from dialling (grpc reports it as an
+// invalid default service config). The other routing options take no
+// invalid values.
 type Option func(*options)
 
 // options is what Options set.

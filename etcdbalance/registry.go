@@ -102,6 +102,9 @@ const idPrefix = "etcdbalance-client-"
 // by a client handle. Building the engine is what validates cfg: the
 // error names the bad field and value.
 func (r *registry) create(cfg picker.Config, set routing) (*entry, error) {
+	if err := checkHedge(set.hedge); err != nil {
+		return nil, err
+	}
 	eng, sink, err := newEngine(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("etcdbalance: invalid configuration: %v", err)

@@ -80,6 +80,8 @@ type routing struct {
 	learnerReads bool
 	// monotonic: the monotonic-read guard.
 	monotonic bool
+	// hedge: the WithHedgedReads budget; 0 = no hedging.
+	hedge float64
 }
 
 func defaultRouting() routing {
@@ -110,10 +112,11 @@ type router struct {
 	settled atomic.Bool
 	// changed is called by kick; nil while nobody listens.
 	changed atomic.Pointer[func()]
+	hedge   *hedger // WithHedgedReads; nil = off
 }
 
 func newRouter(set routing, eng *picker.Picker) *router {
-	return &router{set: set, engine: eng}
+	return &router{set: set, engine: eng, hedge: newHedger(set.hedge)}
 }
 
 // kick tells the listener that the routing state changed: the balancer
@@ -175,6 +178,9 @@ const (
 // calls whose only possible members are down wait too.
 func pickRouted(eng *picker.Picker, rt *router, class rpcClass, kind picker.Kind, method string, mode override, mark *readMark) (t picker.Ticket, wait bool, err error) {
 	req := picker.Request{Kind: kind, Class: costClass(class, method, mark)}
+	if mark != nil {
+		req.Skip = mark.skip
+	}
 	if rt == nil {
 		req.Exclude = tagDown
 		t, err = eng.Pick(req)

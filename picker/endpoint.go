@@ -11,6 +11,8 @@ import (
 // since its epoch, always > 0 once set.
 type endpoint struct {
 	est [numClasses]classEst
+	// hist holds each class's OK latencies, for Quantile.
+	hist [numClasses]histogram
 	// markUntil is, per tag bit, when its Mark ends; 0 = never marked or
 	// ended with Mark(…, 0). Bits in marks whose time has come are
 	// cleared lazily (Picker.expireMarks).

@@ -168,11 +168,12 @@ type Picker struct {
 	// Atomics; 64-bit first for alignment.
 	rr            uint64 // round-robin counter
 	nextReshuffle int64
-	medAt         int64 // when medBits was computed; 0 = stale
-	last          int64 // the latest time now has returned
-	off           int64 // added to the clock's reading: 1 plus every jump made for a step back
-	jumpAt        int64 // the time the last jump landed on; 0 = none
-	markDue       int64 // the earliest end of a Mark; 0 = none pending
+	// when each class's medBits was computed; 0 = stale
+	medAt   [numClasses]int64
+	last    int64 // the latest time now has returned
+	off     int64 // added to the clock's reading: 1 plus every jump made for a step back
+	jumpAt  int64 // the time the last jump landed on; 0 = none
+	markDue int64 // the earliest end of a Mark; 0 = none pending
 	// float64 bits of each class's median estimate; 0 = none measured.
 	medBits [numClasses]uint64
 	st      unsafe.Pointer
@@ -298,7 +299,9 @@ func (p *Picker) SetEndpoints(addrs []string) error {
 		}
 		p.shuffle(eps)
 		if atomic.CompareAndSwapPointer(&p.st, unsafe.Pointer(old), unsafe.Pointer(&state{eps: eps})) {
-			atomic.StoreInt64(&p.medAt, 0)
+			for c := range p.medAt {
+				atomic.StoreInt64(&p.medAt[c], 0)
+			}
 			p.emitSetChange(old.eps, eps)
 			return nil
 		}
@@ -574,6 +577,7 @@ func (p *Picker) Done(t Ticket, o Outcome) {
 				el = int64(o.Latency)
 			}
 			p.observe(e, t.class, clampSample(el), now, false, t.reserve)
+			e.hist[t.class].add(el, now)
 		}
 		p.succeed(e, now, t.probe)
 	case Failed, DeadlineExceeded:
@@ -633,7 +637,7 @@ func (p *Picker) observe(e *endpoint, c Class, v, now int64, full, raw bool) {
 		// The median moves when an endpoint is first measured; without a
 		// refresh, unmeasured endpoints would keep costing defaultRTT for up
 		// to medianRefresh and the first measured one would take everything.
-		atomic.StoreInt64(&p.medAt, 0)
+		atomic.StoreInt64(&p.medAt[c], 0)
 	}
 }
 
@@ -698,15 +702,15 @@ func (p *Picker) eject(e *endpoint, now int64, reason string) {
 }
 
 // median is the lower median of class c's measured estimates, refreshed at
-// most every medianRefresh; defaultRTT while nothing is measured.
+// most every medianRefresh, each class on its own: a client that sends one
+// class (most send only point reads) pays for that one only, which matters
+// when a client picks less often than medianRefresh and so refreshes on
+// nearly every pick. defaultRTT while nothing is measured.
 func (p *Picker) median(c Class, now int64) float64 {
-	at := atomic.LoadInt64(&p.medAt)
+	at := atomic.LoadInt64(&p.medAt[c])
 	if at == 0 || now-at >= medianRefresh {
-		if atomic.CompareAndSwapInt64(&p.medAt, at, now) {
-			eps := p.load().eps
-			for k := range p.medBits {
-				atomic.StoreUint64(&p.medBits[k], medianBits(eps, Class(k)))
-			}
+		if atomic.CompareAndSwapInt64(&p.medAt[c], at, now) {
+			atomic.StoreUint64(&p.medBits[c], medianBits(p.load().eps, c))
 		}
 	}
 	if b := atomic.LoadUint64(&p.medBits[c]); b != 0 {
@@ -715,12 +719,15 @@ func (p *Picker) median(c Class, now int64) float64 {
 	return p.s.defaultRTT
 }
 
-// medianBits finds the lower median without allocating: O(n²) over at most
-// MaxEndpoints values, run at most every medianRefresh.
+// medianBits finds the lower median without allocating: each estimate is
+// loaded once into an array on the stack (at most MaxEndpoints), then
+// selected in O(n²) over the copies.
 func medianBits(eps []*endpoint, c Class) uint64 {
+	var vals [MaxEndpoints]uint64
 	k := 0
 	for _, e := range eps {
-		if atomic.LoadUint64(&e.est[c].estBits) != 0 {
+		if b := atomic.LoadUint64(&e.est[c].estBits); b != 0 && k < len(vals) {
+			vals[k] = b
 			k++
 		}
 	}
@@ -728,18 +735,10 @@ func medianBits(eps []*endpoint, c Class) uint64 {
 		return 0
 	}
 	want := (k - 1) / 2
-	for _, e := range eps {
-		b := atomic.LoadUint64(&e.est[c].estBits)
-		if b == 0 {
-			continue
-		}
+	for _, b := range vals[:k] {
 		v := math.Float64frombits(b)
 		less, equal := 0, 0
-		for _, o := range eps {
-			ob := atomic.LoadUint64(&o.est[c].estBits)
-			if ob == 0 {
-				continue
-			}
+		for _, ob := range vals[:k] {
 			switch ov := math.Float64frombits(ob); {
 			case ov < v:
 				less++

@@ -259,7 +259,7 @@ func (b *bench) runGroup(ctx context.Context, v2 bool, pols []*policy) (*setup, 
 		b.note("%s: leader unknown: %v", proto, err)
 		st.Leader = -1
 	}
-	if sc.slow > 0 || sc.blackhole {
+	if sc.slow > 0 || sc.blackhole || sc.pauses {
 		if tgt.faultable() {
 			// A follower, and the same one for every policy. Only its
 			// client traffic is hit: raft between members is untouched.
@@ -324,6 +324,7 @@ func (b *bench) runGroup(ctx context.Context, v2 bool, pols []*policy) (*setup, 
 func (b *bench) reset(ctx context.Context, tgt *target, st *setup) error {
 	for _, p := range tgt.proxies {
 		p.Blackhole(false)
+		p.Resume()
 		p.SetLatency(0, 0)
 		p.SetBandwidth(st.BandwidthCap)
 		p.ResetStats()
@@ -477,7 +478,9 @@ func (b *bench) runPolicy(ctx context.Context, tgt *target, st *setup, pol *poli
 	}
 	defer s.close()
 	var bytes []int64
-	hooks := append(b.hooks(tgt, st), hook{at: 1, name: "read byte counters", fn: func() { bytes = proxyBytes(tgt) }})
+	var streams int64
+	hooks := append(b.hooks(tgt, st), b.pauseHooks(tgt, st, &streams)...)
+	hooks = append(hooks, hook{at: 1, name: "read byte counters", fn: func() { bytes = proxyBytes(tgt) }})
 	label := ""
 	if healthy {
 		label = "healthy"
@@ -496,6 +499,10 @@ func (b *bench) runPolicy(ctx context.Context, tgt *target, st *setup, pol *poli
 	r.Leader = b.currentLeader(ctx, tgt)
 	b.con.printf("%-16s %7d requests %6d errors %9.1f req/s  p99 %s ms  max/mean share %.2f\n",
 		name, r.Requests, r.Errors, r.ThroughputRPS, fmtMS(r.LatencyMS.P99), r.MaxOverMean)
+	if b.o.scenario.pauses && r.Requests > 0 {
+		r.ProxyCallsPerRequest = float64(streams) / float64(r.Requests)
+		b.con.printf("%-16s p99.9 %s ms, %.4f calls at the members per request\n", name, fmtMS(r.LatencyMS.P999), r.ProxyCallsPerRequest)
+	}
 	return r, nil
 }
 

@@ -28,6 +28,7 @@ type driver interface {
 type v3Driver struct {
 	cli    *clientv3.Client
 	prefix string
+	serial bool // Gets are serializable (gc-pauses)
 }
 
 func (d *v3Driver) do(ctx context.Context, o op, key, value string, pr *probe) error {
@@ -35,7 +36,11 @@ func (d *v3Driver) do(ctx context.Context, o op, key, value string, pr *probe) e
 	var err error
 	switch o {
 	case opGet:
-		_, err = d.cli.Get(ctx, key)
+		if d.serial {
+			_, err = d.cli.Get(ctx, key, clientv3.WithSerializable())
+		} else {
+			_, err = d.cli.Get(ctx, key)
+		}
 	case opList:
 		_, err = d.cli.Get(ctx, d.prefix, clientv3.WithPrefix())
 	case opPut:

@@ -59,6 +59,13 @@
 //     Only clientv3 rows run it; -policies all adds etcdbalance-noleader
 //     (WithLeaderWrites(false)). Write throughput and write p99 are
 //     compared with v3-roundrobin's ("job_storm" in the JSON).
+//   - gc-pauses: one follower's proxy pauses (holds every byte, connections
+//     open) for 100–300 ms at exponential gaps of 2 s on average, as a
+//     member in a GC pause; Gets and 5% updates at 1500 requests a second,
+//     the v3 Gets serializable. -policies all adds etcdbalance-hedged. Each
+//     row also reports p99.9 and the gRPC calls that reached the members
+//     per request ("proxy_calls_per_request" in the JSON): the hedged
+//     copies are that number's excess over the etcdbalance row's.
 //   - overhead: a healthy cluster at full speed; policies run in
 //     alternating rounds and the throughput ratio of etcdbalance to
 //     v3-roundrobin is the median of the per-round ratios.
@@ -84,6 +91,8 @@
 //   - etcdbalance: clientv3 from etcdbalance.New.
 //   - etcdbalance-noleader: the same with WithLeaderWrites(false); in
 //     "all" for job-storm only.
+//   - etcdbalance-hedged: the same with WithHedgedReads(0.05); in "all"
+//     for gc-pauses only.
 //   - v3-1.7-stock, v3-1.7-patched: the clientv3 v3.1.5 on grpc v1.0.4 that
 //     Kubernetes 1.7 vendors, stock (pinned) and with the etcd3 patch of
 //     examples/apiserver-v1.7, reading serializably as 1.7 does. Each client

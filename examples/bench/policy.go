@@ -91,6 +91,8 @@ func allPolicies() []*policy {
 			newV3: withServiceConfig(leastRequest),
 		},
 		ebPolicy("etcdbalance", "clientv3 from etcdbalance.New (default policy)", ""),
+		ebPolicy("etcdbalance-hedged", "etcdbalance.New with WithHedgedReads(0.05): a serializable Get with no answer after its member's p95 is sent once more to another member, within 5% of reads",
+			"gc-pauses", etcdbalance.WithHedgedReads(0.05)),
 		ebPolicy("etcdbalance-noleader", "etcdbalance.New with WithLeaderWrites(false): writes spread by load like reads, as a follower forwards them",
 			"job-storm", etcdbalance.WithLeaderWrites(false)),
 		{

@@ -168,6 +168,10 @@ type result struct {
 	// Writes are the requests that go through raft (job-storm only).
 	Writes          *classResult `json:"writes,omitempty"`
 	LeaseKeepAlives int64        `json:"lease_keepalives,omitempty"`
+	// ProxyCallsPerRequest is the gRPC calls that reached the members'
+	// proxies per request the clients made (gc-pauses): above 1 by the
+	// hedged copies, the cluster view's probes and the keep-alives.
+	ProxyCallsPerRequest float64 `json:"proxy_calls_per_request,omitempty"`
 
 	sorted []time.Duration // every latency, ascending, for the plots
 }

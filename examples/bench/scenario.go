@@ -39,6 +39,9 @@ type scenario struct {
 	// leases is how many leases each client keeps alive on a stream of
 	// its own for the whole session.
 	leases int
+	// pauses pauses one follower again and again (gcpauses.go); serial
+	// makes the v3 Gets serializable.
+	pauses, serial bool
 }
 
 // mix is the probability of each operation; the rest are Gets.
@@ -190,6 +193,15 @@ var scenarios = []*scenario{
 		rounds:  true,
 		storm:   true,
 		leases:  4,
+	},
+	{
+		name:    "gc-pauses",
+		about:   "one follower's proxy pauses for 100-300 ms at exponential gaps of 2 s on average, as in a GC pause; serializable Gets",
+		weights: evenWeights,
+		mix:     smallMix,
+		rate:    1500,
+		pauses:  true,
+		serial:  true,
 	},
 	{
 		name:    "overhead",

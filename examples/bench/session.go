@@ -82,7 +82,7 @@ func (s *session) newDriver(ctx context.Context) (driver, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &v3Driver{cli: cli, prefix: s.tgt.prefix}, nil
+		return &v3Driver{cli: cli, prefix: s.tgt.prefix, serial: s.sc.serial}, nil
 	}
 	index := map[string]int{}
 	for i, ep := range s.tgt.endpoints {

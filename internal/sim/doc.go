@@ -44,6 +44,17 @@
 //     fails with Failed after 0.1 ms; when the window starts, everything the
 //     member holds fails the same way.
 //
+// Scale (ScaleScenarios): 1000 clients with one loop each, so that every
+// engine sees each member only every few seconds; the measured period is cut
+// into phases (Scenario.Phase) in which one member's speed changes, and
+// each phase reports its p99, its shares and how much the shares oscillate
+// from one second to the next (PhaseStats, Oscillation).
+//
+// Hedged reads (Options.Hedge): a read with no answer after its member's
+// p95 is sent once more to another member, within a token-bucket budget;
+// the gc-pauses scenario (Scenario.Pauses) gives one member GC-like stalls
+// to measure them against (HedgeStats).
+//
 // Every ticket is handed back to the engine exactly once; a run ends after
 // the measured period once every request issued has been handed back, and
 // reports the count it could not hand back as Result.Lost (always 0 unless

@@ -11,6 +11,7 @@ const (
 	evRefused                   // a removed member's refusal reaches the client
 	evFaultOn                   // a fault window starts
 	evFaultOff                  // a fault window ends
+	evHedge                     // a read's hedge delay is over (Options.Hedge)
 )
 
 // event is one entry of the agenda. Events at the same instant run in the

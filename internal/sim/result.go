@@ -12,6 +12,8 @@ import (
 // issued in the measured period, whenever they ended.
 type Result struct {
 	Policy picker.Policy `json:"policy"`
+	// Hedged: reads were hedged (Options.Hedge).
+	Hedged bool `json:"hedged,omitempty"`
 	// Requests issued in the measured period.
 	Requests int `json:"requests"`
 	// Errors = DeadlineErrors + FailedErrors.
@@ -44,6 +46,12 @@ type Result struct {
 	// Recovery follows the scenario's first Slow fault that heals inside the
 	// measured period, if any.
 	Recovery *RecoveryStats `json:"recovery,omitempty"`
+	// Phases and Oscillation describe the phases of a scenario with Phase
+	// set.
+	Phases      []PhaseStats `json:"phases,omitempty"`
+	Oscillation *Oscillation `json:"oscillation,omitempty"`
+	// Hedge describes hedging (Options.Hedge) and pauses (Scenario.Pauses).
+	Hedge *HedgeStats `json:"hedge,omitempty"`
 	// PicksPerSecond[k][m] counts the requests picked for member m during
 	// second k of the run, warm-up included.
 	PicksPerSecond [][]int `json:"-"`
@@ -292,6 +300,9 @@ func (s *sim) result(pol picker.Policy) Result {
 		r.Blackhole = s.blackholeStats()
 	}
 	r.Recovery = s.recoveryStats()
+	r.Phases, r.Oscillation = s.phaseStats()
+	r.Hedge = s.hedgeStats()
+	r.Hedged = s.hedge != nil
 	return r
 }
 

@@ -69,6 +69,12 @@ type Scenario struct {
 	// Mix, when set, gives the cluster a leader and the requests classes;
 	// nil is the plain model: every request a point read, no leader.
 	Mix *Mix
+	// Phase, when set, cuts the measured period into phases of this length
+	// (whole seconds), each reported in Result.Phases; Settle is the start
+	// of each phase left out of its steady windows (see PhaseStats).
+	Phase, Settle time.Duration
+	// Pauses, when set, adds GC-like pauses of one member (see Pauses).
+	Pauses *Pauses
 }
 
 // Mix is a request mix on a cluster with a leader. A request is a write
@@ -141,6 +147,13 @@ func base(name string) Scenario {
 	}
 }
 
+// The warm-up and measured period of the gc-pauses scenario: half the base
+// model's, because it is run under four policies on five seeds.
+const (
+	gcPausesWarmup  = 5 * time.Second
+	gcPausesMeasure = 30 * time.Second
+)
+
 // BlackholeLength is how long the blackhole scenario's window lasts; it is
 // centred in the measured period.
 const BlackholeLength = 15 * time.Second
@@ -163,7 +176,10 @@ const BlackholeLength = 15 * time.Second
 //   - slow-followers: lists, with every follower 3× slower for the whole
 //     run (a degraded disk or noisy neighbours on all of them);
 //   - saturated: lists at 85% load, more than the followers alone can
-//     carry once the leader's writes are counted out.
+//     carry once the leader's writes are counted out;
+//   - gc-pauses: member 0 stops answering for 100–300 ms (uniform) at
+//     exponential gaps of 2 s on average, as in a GC pause; 5 s warm-up
+//     and 30 s measured, to compare hedged reads (Options.Hedge).
 func Scenarios() []Scenario {
 	mid := baseWarmup + baseMeasure/2
 	hom := base("homogeneous")
@@ -201,7 +217,11 @@ func Scenarios() []Scenario {
 	sat.Load = 0.9
 	sat.Mix.Writes = 0.03
 
-	return []Scenario{hom, slow, bh, rec, inc, out, lists, sf, sat}
+	gcp := base("gc-pauses")
+	gcp.Warmup, gcp.Measure = gcPausesWarmup, gcPausesMeasure
+	gcp.Pauses = &Pauses{Member: 0, MeanGap: 2 * time.Second, Min: 100 * time.Millisecond, Max: 300 * time.Millisecond}
+
+	return []Scenario{hom, slow, bh, rec, inc, out, lists, sf, sat, gcp}
 }
 
 // ScenarioNames lists the names of Scenarios.
@@ -213,9 +233,9 @@ func ScenarioNames() []string {
 	return names
 }
 
-// Lookup returns the named scenario.
+// Lookup returns the named scenario, from Scenarios or ScaleScenarios.
 func Lookup(name string) (Scenario, bool) {
-	for _, s := range Scenarios() {
+	for _, s := range append(Scenarios(), ScaleScenarios()...) {
 		if s.Name == name {
 			return s, true
 		}
@@ -294,6 +314,14 @@ func (s Scenario) Validate() error {
 		return fmt.Errorf("sim: scenario %q: load %v must be in (0, 1)", s.Name, s.Load)
 	case s.ThinkTime() <= 0:
 		return fmt.Errorf("sim: scenario %q: too few loops for load %v (think time %v)", s.Name, s.Load, s.ThinkTime())
+	}
+	if err := s.validatePhases(); err != nil {
+		return err
+	}
+	if s.Pauses != nil {
+		if err := s.Pauses.validate(s); err != nil {
+			return err
+		}
 	}
 	for i, f := range s.Faults {
 		switch {

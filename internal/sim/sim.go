@@ -29,6 +29,8 @@ type Options struct {
 	// what the adapters do.
 	Estimates Estimates
 	Leader    LeaderRule
+	// Hedge, when set, hedges reads (see Hedge).
+	Hedge *Hedge
 }
 
 // Estimates is how the latency of the request classes reaches the engine.
@@ -123,6 +125,8 @@ type request struct {
 	returned bool    // the ticket has been handed back to the engine
 	measured bool    // issued inside the measured period
 	bhWindow bool    // issued while it could be caught by the tracked black hole
+	// Hedging: the copy of this read, or the read this is a copy of.
+	hedge, orig *request
 }
 
 // loop is one closed request loop, with its own random stream.
@@ -141,6 +145,7 @@ type client struct {
 	preEstimate time.Duration
 	charged     bool
 	chargedAt   int64
+	tokens      float64 // hedge budget (Options.Hedge)
 }
 
 // member is one etcd member: workers, a FIFO wait queue and its faults.
@@ -209,8 +214,16 @@ type sim struct {
 	readPicks []int      // ... of reads
 	classLat  [3][]int64 // measured latencies by picker.Class (Mix)
 	perSecond [][]int    // picks per member per second of the run
+	phaseLat  [][]int64  // measured latencies by phase (Scenario.Phase)
 	bh        *bhTrack
 	err       error
+	// Hedging and pauses (hedge.go).
+	hedge      *Hedge
+	hedges     int // copies sent, whole run
+	reads      int // reads issued with hedging on, whole run
+	hedgeWins  int
+	pauses     [][2]int64 // pause windows in time order
+	healthyLat []int64    // measured latencies that no pause touched
 }
 
 // mix derives an independent 64-bit seed for one random stream.
@@ -229,6 +242,7 @@ func mix(seed uint64, parts ...uint64) uint64 {
 const (
 	streamLoop uint64 = iota + 1
 	streamEngine
+	streamPauses
 )
 
 // Run simulates one scenario under one policy.
@@ -253,6 +267,16 @@ func Run(opt Options) (Result, error) {
 		opt:      opt,
 	}
 	s.readPicks = make([]int, sc.Members)
+	if opt.Hedge != nil {
+		h, err := opt.Hedge.withDefaults()
+		if err != nil {
+			return Result{}, err
+		}
+		s.hedge = &h
+	}
+	if sc.Phase > 0 {
+		s.phaseLat = make([][]int64, sc.Measure/sc.Phase)
+	}
 	s.perSecond = make([][]int, int(s.mEnd/int64(time.Second))+1)
 	for i := range s.perSecond {
 		s.perSecond[i] = make([]int, sc.Members)
@@ -299,6 +323,7 @@ func Run(opt Options) (Result, error) {
 			}
 		}
 	}
+	s.addPauses()
 	// Every loop starts with a think time, so that they do not start in step.
 	for i, l := range s.loops {
 		s.sched.schedule(s.thinkTime(l), evWake, i, 0, nil)
@@ -355,6 +380,8 @@ func (s *sim) run() {
 			s.faultOn(e.id)
 		case evFaultOff:
 			s.faultOff(e.id)
+		case evHedge:
+			s.sendHedge(e.req)
 		}
 	}
 }
@@ -424,6 +451,7 @@ func (s *sim) issue(l *loop) {
 		}
 	}
 	s.arrive(r)
+	s.scheduleHedge(r)
 }
 
 // requestFor describes a request of class cls to the engine, by the
@@ -603,9 +631,54 @@ func (s *sim) sent(mi int, epoch uint64) {
 	}
 }
 
-// finish hands r's ticket back to its engine and sends the loop thinking.
-// Callers check r.returned first: a late answer is simply ignored.
+// finish hands r's ticket back to its engine, and its partner's if it was
+// hedged (Canceled, or DeadlineExceeded when r ran out of time), and sends
+// the loop thinking. Callers check r.returned first: a late answer is
+// simply ignored.
 func (s *sim) finish(r *request, res picker.Result) {
+	s.handBack(r, res)
+	if p := partner(r); p != nil && !p.returned {
+		pr := picker.Canceled
+		if res == picker.DeadlineExceeded {
+			pr = picker.DeadlineExceeded
+		}
+		s.handBack(p, pr)
+	}
+	call := r // the request the loop sent first
+	if r.orig != nil {
+		call = r.orig
+		if res == picker.OK && call.measured {
+			s.hedgeWins++
+		}
+	}
+	if call.measured {
+		s.latencies = append(s.latencies, s.now-call.issued)
+		s.recordPhase(call)
+		if s.sc.Mix != nil {
+			s.classLat[call.class] = append(s.classLat[call.class], s.now-call.issued)
+		}
+		if s.pauses != nil && s.healthy(call.issued, s.now) {
+			s.healthyLat = append(s.healthyLat, s.now-call.issued)
+		}
+		switch res {
+		case picker.DeadlineExceeded:
+			s.deadErrs++
+		case picker.Failed:
+			s.failErrs++
+		}
+	}
+	if call.bhWindow && res == picker.DeadlineExceeded {
+		s.bh.winDead++
+	}
+	if next := s.now + s.thinkTime(call.loop); next < s.mEnd {
+		s.sched.schedule(next, evWake, call.loop.id, 0, nil)
+	} else {
+		s.active--
+	}
+}
+
+// handBack returns r's ticket to its engine with res.
+func (s *sim) handBack(r *request, res picker.Result) {
 	r.returned = true
 	s.returned++
 	s.outstanding--
@@ -618,26 +691,6 @@ func (s *sim) finish(r *request, res picker.Result) {
 		o.Latency = time.Duration(float64(s.now-r.issued) / (1 + r.size/unit))
 	}
 	r.loop.client.eng.Done(r.ticket, o)
-	if r.measured {
-		s.latencies = append(s.latencies, s.now-r.issued)
-		if s.sc.Mix != nil {
-			s.classLat[r.class] = append(s.classLat[r.class], s.now-r.issued)
-		}
-		switch res {
-		case picker.DeadlineExceeded:
-			s.deadErrs++
-		case picker.Failed:
-			s.failErrs++
-		}
-	}
-	if r.bhWindow && res == picker.DeadlineExceeded {
-		s.bh.winDead++
-	}
-	if next := s.now + s.thinkTime(r.loop); next < s.mEnd {
-		s.sched.schedule(next, evWake, r.loop.id, 0, nil)
-	} else {
-		s.active--
-	}
 }
 
 func (s *sim) faultOn(i int) {

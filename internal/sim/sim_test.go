@@ -29,6 +29,7 @@ type runKey struct {
 	// For scenarios with a Mix: how requests reach the engine.
 	est    Estimates
 	leader LeaderRule
+	hedge  bool // Options.Hedge with its defaults
 }
 
 func (k runKey) String() string {
@@ -38,6 +39,9 @@ func (k runKey) String() string {
 	}
 	if k.est != PerClass || k.leader != Reserve {
 		s += fmt.Sprintf("/%s/%s", k.est, k.leader)
+	}
+	if k.hedge {
+		s += "/hedged"
 	}
 	return s
 }
@@ -58,6 +62,9 @@ func simulate(k runKey) (Result, error) {
 	opt := Options{Scenario: sc, Policy: k.policy, Seed: k.seed, Estimates: k.est, Leader: k.leader}
 	if k.noEject {
 		opt.Engine.EjectAfter = -1
+	}
+	if k.hedge {
+		opt.Hedge = &Hedge{}
 	}
 	return Run(opt)
 }

@@ -4,9 +4,11 @@
 // Usage:
 //
 //	go run ./internal/sim/cmd/simulate -scenario NAME [-seed N] [-json]
+//	        (NAME also one of the scale scenarios: scale-5-60, scale-5-90,
+//	        scale-7-60, scale-7-90)
 //	        [-policy p2c-ewma,round-robin,...] [-eject-after N]
 //	        [-estimates per-class|shared|normalized] [-leader reserve|avoid|ordinary]
-//	        [-reserve-ratio R]
+//	        [-reserve-ratio R] [-hedge]
 //
 // The last three matter only for the scenarios with a leader (lists,
 // slow-followers, saturated): how request classes and the leader are
@@ -44,13 +46,18 @@ func main() {
 func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("simulate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	scenario := fs.String("scenario", "", "scenario to run, one of: "+strings.Join(sim.ScenarioNames(), ", "))
+	names := sim.ScenarioNames()
+	for _, sc := range sim.ScaleScenarios() {
+		names = append(names, sc.Name)
+	}
+	scenario := fs.String("scenario", "", "scenario to run, one of: "+strings.Join(names, ", "))
 	seed := fs.Uint64("seed", 1, "random seed; the same seed gives the same output")
 	asJSON := fs.Bool("json", false, "print one JSON object instead of a table")
 	policies := fs.String("policy", "", "comma-separated policies to run (default: all)")
 	ejectAfter := fs.Int("eject-after", 0, "engine EjectAfter for every policy: 0 gives p2c-ewma and least-outstanding the engine default and runs the stock-client baselines (round-robin, shuffled-pin, pinned) without ejection; -1 disables ejection everywhere")
 	estimates := fs.String("estimates", "per-class", "how request classes reach the engine: per-class (Request.Class), shared (one estimate) or normalized (one estimate, range samples divided by their size)")
 	leader := fs.String("leader", "reserve", "how reads treat the leader: reserve (Request.Reserve), avoid (Request.Avoid) or ordinary")
+	hedge := fs.Bool("hedge", false, "add a p2c-ewma row with hedged reads (sim.Hedge defaults: after the member's p95, budget 5% of reads)")
 	reserveRatio := fs.Float64("reserve-ratio", 0, "engine ReserveRatio, for -leader reserve (0: the engine default)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -66,11 +73,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return fail("unexpected argument %q", fs.Arg(0))
 	}
 	if *scenario == "" {
-		return fail("-scenario is required (one of: %s)", strings.Join(sim.ScenarioNames(), ", "))
+		return fail("-scenario is required (one of: %s)", strings.Join(names, ", "))
 	}
 	sc, ok := sim.Lookup(*scenario)
 	if !ok {
-		return fail("unknown scenario %q (want one of: %s)", *scenario, strings.Join(sim.ScenarioNames(), ", "))
+		return fail("unknown scenario %q (want one of: %s)", *scenario, strings.Join(names, ", "))
 	}
 	pols := picker.Policies()
 	if *policies != "" {
@@ -102,6 +109,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return fail("%v", err)
 	}
 	rep, err := sim.RunScenario(sc, *seed, pols, base)
+	if err == nil && *hedge {
+		opt := base
+		opt.Scenario, opt.Policy, opt.Seed, opt.Hedge = sc, picker.P2CEWMA, *seed, &sim.Hedge{}
+		var r sim.Result
+		if r, err = sim.Run(opt); err == nil {
+			rep.Results = append(rep.Results, r)
+		}
+	}
 	if err != nil {
 		fmt.Fprintln(stderr, "simulate:", err)
 		return 1
@@ -145,7 +160,7 @@ func printTable(w io.Writer, rep sim.Report) {
 			shares[i] = fmt.Sprintf("%.3f", s)
 		}
 		fmt.Fprintf(tw, "%-18s\t%d\t%d\t%d\t%.1f\t%.1f\t%.1f\t%.1f\t%.2f\t%.3f\t%s\t\n",
-			r.Policy, r.Requests, r.Errors, r.Lost, r.Latency.P50, r.Latency.P90, r.Latency.P99,
+			rowName(r), r.Requests, r.Errors, r.Lost, r.Latency.P50, r.Latency.P90, r.Latency.P99,
 			r.Latency.P999, r.Utilization, r.MaxOverMeanShare, strings.Join(shares, " "))
 	}
 	tw.Flush()
@@ -178,6 +193,21 @@ func printTable(w io.Writer, rep sim.Report) {
 		}
 		tw.Flush()
 	}
+	if len(rep.Results) > 0 && rep.Results[0].Oscillation != nil {
+		printPhases(w, rep)
+	}
+	if len(rep.Results) > 0 && rep.Results[len(rep.Results)-1].Hedge != nil {
+		fmt.Fprintf(w, "\nhedging and pauses (healthy: requests no pause touched; extra: hedges over reads, whole run):\n")
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "policy            \tp99 ms\tp99.9 ms\thealthy p99.9 ms\thedges\textra\tcopy won\tpauses\t")
+		for _, r := range rep.Results {
+			if h := r.Hedge; h != nil {
+				fmt.Fprintf(tw, "%-18s\t%.1f\t%.1f\t%.1f\t%d\t%.4f\t%d\t%d\t\n", rowName(r), r.Latency.P99, r.Latency.P999,
+					h.Healthy.P999, h.Hedges, h.ExtraLoad, h.HedgeWins, h.Pauses)
+			}
+		}
+		tw.Flush()
+	}
 	if len(rep.Results) > 0 && rep.Results[0].Recovery != nil {
 		rc := rep.Results[0].Recovery
 		fmt.Fprintf(w, "\nrecovery of member %d, healed at %gs (share / fair share %.2f):\n", rc.Member, rc.HealS, rc.FairShare)
@@ -189,4 +219,32 @@ func printTable(w io.Writer, rep sim.Report) {
 		}
 		tw.Flush()
 	}
+}
+
+// printPhases prints the phases of a scale scenario (sim.ScaleScenario):
+// p99 and max/mean share of each phase, and the share oscillation.
+func printPhases(w io.Writer, rep sim.Report) {
+	fmt.Fprintf(w, "\nphases (max/mean over the steady windows; oscillation = share std dev over them):\n")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	head := "policy            \toscillation\t"
+	for _, ps := range rep.Results[0].Phases {
+		head += fmt.Sprintf("%g-%gs p99 ms\tmax/mean\t", ps.StartS, ps.EndS)
+	}
+	fmt.Fprintln(tw, head)
+	for _, r := range rep.Results {
+		line := fmt.Sprintf("%-18s\t%.4f\t", r.Policy, r.Oscillation.Max)
+		for _, ps := range r.Phases {
+			line += fmt.Sprintf("%.1f\t%.3f\t", ps.Latency.P99, ps.MaxOverMeanShare)
+		}
+		fmt.Fprintln(tw, line)
+	}
+	tw.Flush()
+}
+
+// rowName is the policy of r, marked when its reads were hedged.
+func rowName(r sim.Result) string {
+	if r.Hedged {
+		return string(r.Policy) + "+hedging"
+	}
+	return string(r.Policy)
 }

@@ -1,0 +1,64 @@
+package main
+
+import (
+	"math/rand/v2"
+	"time"
+
+	"github.com/etcdbalance/etcdbalance-go/internal/faultproxy"
+)
+
+// The gc-pauses scenario (issue 14): one follower's proxy stops forwarding
+// (faultproxy.Proxy.Pause: connections stay up, bytes are held) for a
+// uniformly drawn 100–300 ms, at exponential gaps of 2 s on average, as a
+// member in a GC pause; Gets are serializable, so that hedged reads
+// (etcdbalance.WithHedgedReads, the etcdbalance-hedged row) apply.
+const (
+	pauseMeanGap = 2 * time.Second
+	pauseMin     = 100 * time.Millisecond
+	pauseMax     = 300 * time.Millisecond
+)
+
+// pauseHooks starts the pauses when a measured run starts and ends them
+// (resuming the member) when it ends, and counts the gRPC calls that
+// reached the members meanwhile into *streams: the calls the clients made,
+// plus the hedged copies and the cluster view's probes.
+func (b *bench) pauseHooks(tgt *target, st *setup, streams *int64) []hook {
+	if !b.o.scenario.pauses || st.FaultMember < 0 {
+		return nil
+	}
+	p := tgt.proxies[st.FaultMember]
+	stop, done := make(chan struct{}), make(chan struct{})
+	rng := rand.New(rand.NewPCG(uint64(b.o.seed), 14))
+	return []hook{
+		{at: 0, name: "pauses on", fn: func() { go pauseLoop(p, rng, stop, done) }},
+		{at: 1, name: "pauses off", fn: func() {
+			close(stop)
+			<-done
+			*streams = 0
+			for _, q := range tgt.proxies {
+				*streams += q.Stats().Streams
+			}
+		}},
+	}
+}
+
+// pauseLoop pauses p again and again until stop is closed, then resumes it.
+func pauseLoop(p *faultproxy.Proxy, rng *rand.Rand, stop <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	defer p.Resume()
+	for {
+		gap := time.Duration(rng.ExpFloat64() * float64(pauseMeanGap))
+		select {
+		case <-stop:
+			return
+		case <-time.After(gap):
+		}
+		p.Pause()
+		select {
+		case <-stop:
+			return
+		case <-time.After(pauseMin + time.Duration(rng.Float64()*float64(pauseMax-pauseMin))):
+		}
+		p.Resume()
+	}
+}
