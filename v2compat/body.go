@@ -29,6 +29,7 @@ type body struct {
 	rc     io.ReadCloser
 	t      *Transport
 	c      *call
+	a      *attempt
 	ep     *endpoint
 	cancel context.CancelFunc
 	tk     picker.Ticket
@@ -81,9 +82,10 @@ func (b *body) end(how int) {
 	case b.res != picker.OK:
 		// A 5xx answer, judged at its headers.
 		o.Result = b.res
-	case how == endErr && !b.c.gaveUp():
+	case how == endErr && !b.c.gaveUp() && atomic.LoadInt32(&b.a.lost) == 0:
 		// Reset or cut off in the middle of the answer: the member (or
-		// the path to it) failed, not the caller.
+		// the path to it) failed, not the caller, nor a hedged read's
+		// other attempt that won.
 		o.Result = picker.Failed
 	case stream && how != endEOF:
 		// A long poll the caller gave up on: no verdict.

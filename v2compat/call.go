@@ -53,13 +53,13 @@ func (t *Transport) CancelRequest(req *http.Request) {
 	}
 	c.mu.Lock()
 	c.canceled = true
-	cur, cancel := c.cur, c.cancel
+	live := c.live
 	c.mu.Unlock()
-	if cancel != nil {
-		cancel()
-	}
-	if cur != nil {
-		t.inner.CancelRequest(cur)
+	for _, a := range live {
+		if a != nil && a.cancel != nil {
+			a.cancel()
+			t.inner.CancelRequest(a.r)
+		}
 	}
 }
 
@@ -71,7 +71,7 @@ func (t *Transport) forget(c *call) {
 	t.callsMu.Unlock()
 }
 
-// call is one RoundTrip: the caller's request and the attempt in flight.
+// call is one RoundTrip: the caller's request and the attempts in flight.
 type call struct {
 	t     *Transport
 	orig  *http.Request
@@ -79,20 +79,35 @@ type call struct {
 	cost  picker.Class // which latency estimate the call is judged by
 
 	mu       sync.Mutex
-	cur      *http.Request      // the rewritten request of the current attempt
-	cancel   context.CancelFunc // cancels cur's context
-	canceled bool               // CancelRequest was called
+	live     [2]*attempt // the current attempt and, for a hedged read, its copy
+	canceled bool        // CancelRequest was called
 }
 
-// begin records the attempt about to be sent; false if the caller has
-// already canceled.
-func (c *call) begin(r *http.Request, cancel context.CancelFunc) bool {
+// attempt is one request sent to a member for a call.
+type attempt struct {
+	quorum bool  // sent as a quorum read (the guard's fallback)
+	copy   bool  // a hedged read's copy, sent beside the current attempt
+	lost   int32 // atomic: 1 once the other attempt of a hedged read won
+
+	// Guarded by call.mu.
+	r      *http.Request      // the rewritten request
+	cancel context.CancelFunc // cancels r's context
+}
+
+// begin records attempt a, about to be sent as r; false if the caller has
+// already canceled or a has already lost.
+func (c *call) begin(a *attempt, r *http.Request, cancel context.CancelFunc) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.canceled {
+	if c.canceled || atomic.LoadInt32(&a.lost) == 1 {
 		return false
 	}
-	c.cur, c.cancel = r, cancel
+	a.r, a.cancel = r, cancel
+	slot := 0
+	if a.copy {
+		slot = 1
+	}
+	c.live[slot] = a
 	return true
 }
 
@@ -129,6 +144,11 @@ func (t *Transport) pick(cl class, cost picker.Class, skip []string) (*endpoint,
 	r := requestFor(cl)
 	r.Class = cost
 	r.Skip = skip
+	return t.pickFor(r)
+}
+
+// pickFor chooses a member for r.
+func (t *Transport) pickFor(r picker.Request) (*endpoint, picker.Ticket, error) {
 	for i := 0; i < 3; i++ {
 		tk, err := t.p.Pick(r)
 		if err != nil {

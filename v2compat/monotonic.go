@@ -13,9 +13,13 @@ import (
 )
 
 // do runs the attempts of one call: exactly one, except for reads that the
-// monotonic-read guard re-issues.
+// monotonic-read guard re-issues and the copies of hedged reads.
 func (t *Transport) do(c *call) (*http.Response, error) {
 	guard := t.opts.monotonic && c.class == classRead && bodyless(c.orig)
+	hedge := t.hedges(c)
+	if hedge {
+		t.hedge.earned()
+	}
 	var (
 		tried    []string // members that answered this read stale
 		reissues int
@@ -48,10 +52,19 @@ func (t *Transport) do(c *call) (*http.Response, error) {
 			atomic.AddUint64(&t.st.reissued, 1)
 		}
 		before := atomic.LoadUint64(&t.highest)
-		resp, w, err := t.send(c, ep, tk, fallback)
-		if err != nil {
-			return nil, err
+		var o outcome
+		if hedge && !fallback {
+			o = t.sendRead(c, ep, tk, tried)
+		} else {
+			resp, w, err := t.send(c, &attempt{quorum: fallback}, ep, tk)
+			o = outcome{ep, resp, w, err}
 		}
+		if o.err != nil {
+			return nil, o.err
+		}
+		// The guard judges the member that answered: with a hedged read,
+		// maybe the copy's.
+		ep, resp, w := o.ep, o.resp, o.w
 		idx, ok := etcdIndex(resp)
 		if !ok {
 			w.markLast()

@@ -10,10 +10,10 @@ import (
 	"github.com/etcdbalance/etcdbalance-go/picker"
 )
 
-// send makes one attempt on ep: a shallow copy of the caller's request,
+// send makes attempt a on ep: a shallow copy of the caller's request,
 // so that req.Cancel, the context and every header survive, with the
-// member's scheme and host. quorum turns a read into a quorum read.
-func (t *Transport) send(c *call, ep *endpoint, tk picker.Ticket, quorum bool) (*http.Response, *body, error) {
+// member's scheme and host. a.quorum turns a read into a quorum read.
+func (t *Transport) send(c *call, a *attempt, ep *endpoint, tk picker.Ticket) (*http.Response, *body, error) {
 	atomic.AddUint64(&t.st.attempts, 1)
 	orig := c.orig
 	// The context is derived from the caller's, so that it carries its
@@ -23,7 +23,7 @@ func (t *Transport) send(c *call, ep *endpoint, tk picker.Ticket, quorum bool) (
 	r := orig.WithContext(ctx)
 	u := *orig.URL
 	u.Scheme, u.Host = ep.scheme, ep.host
-	if quorum {
+	if a.quorum {
 		q := u.Query()
 		q.Set("quorum", "true")
 		u.RawQuery = q.Encode()
@@ -32,7 +32,7 @@ func (t *Transport) send(c *call, ep *endpoint, tk picker.Ticket, quorum bool) (
 	if orig.Host == "" || orig.Host == orig.URL.Host {
 		r.Host = "" // the Host header follows the URL; a deliberate override stays
 	}
-	if !c.begin(r, cancel) {
+	if !c.begin(a, r, cancel) {
 		cancel()
 		t.p.Done(tk, picker.Outcome{Result: picker.Canceled})
 		return nil, nil, c.cancelErr()
@@ -63,7 +63,7 @@ func (t *Transport) send(c *call, ep *endpoint, tk picker.Ticket, quorum bool) (
 		err = errors.New("canceled by the header timeout")
 	}
 	if err != nil {
-		out := t.errOutcome(c, timedOut, t.p.Now()-start)
+		out := t.errOutcome(c, a, timedOut, t.p.Now()-start)
 		t.p.Done(tk, out)
 		cancel()
 		t.judge(ep, out.Result)
@@ -88,7 +88,7 @@ func (t *Transport) send(c *call, ep *endpoint, tk picker.Ticket, quorum bool) (
 		t.afterFailure(c, ep, res)
 	}
 	t.judge(ep, res)
-	w := &body{rc: resp.Body, t: t, c: c, ep: ep, cancel: cancel, tk: tk, res: res, lat: lat}
+	w := &body{rc: resp.Body, t: t, c: c, a: a, ep: ep, cancel: cancel, tk: tk, res: res, lat: lat}
 	if w.rc == nil {
 		w.rc = http.NoBody
 	}
@@ -148,11 +148,15 @@ func (t *Transport) noteResend(r *http.Request, d time.Duration) {
 func resendKey(r *http.Request) string { return r.URL.Path + "?" + r.URL.RawQuery }
 
 // errOutcome classifies a failed attempt for the picker.
-func (t *Transport) errOutcome(c *call, timedOut bool, elapsed time.Duration) picker.Outcome {
+func (t *Transport) errOutcome(c *call, a *attempt, timedOut bool, elapsed time.Duration) picker.Outcome {
 	d := t.opts.headerTimeout
 	switch {
 	case timedOut:
 		return picker.Outcome{Result: picker.DeadlineExceeded, Timeout: d}
+	case atomic.LoadInt32(&a.lost) == 1:
+		// A hedged read's other attempt answered first and this one was
+		// canceled: not the member's fault.
+		return picker.Outcome{Result: picker.Canceled}
 	case c.gaveUp():
 		// The v2 client enforces its HeaderTimeoutPerRequest by closing
 		// req.Cancel. A cancellation that comes when that timeout is due

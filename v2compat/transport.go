@@ -42,6 +42,7 @@ type Transport struct {
 	p     *picker.Picker
 	opts  options
 	rnd   picker.Source
+	hedge *hedger // nil: no hedged reads
 
 	eps        atomic.Value // *endpointSet
 	leaderV    atomic.Value // string: the leader's endpoint key, "" unknown
@@ -68,6 +69,7 @@ type Transport struct {
 type counters struct {
 	requests, passThrough, attempts, reissued, fallbacks uint64
 	stale, regressions, polls, pollErrors                uint64
+	hedged, hedgeWins                                    uint64
 }
 
 // Stats are the transport's counters since New.
@@ -78,9 +80,13 @@ type Stats struct {
 	// set, passed to the inner transport unchanged.
 	PassedThrough uint64
 	// Attempts counts requests sent to members: one per balanced request,
-	// plus the re-issues and fallbacks of the monotonic-read guard. Nothing
-	// else is ever sent twice.
+	// plus the re-issues and fallbacks of the monotonic-read guard and the
+	// copies of hedged reads. Nothing else is ever sent twice.
 	Attempts uint64
+	// Hedged counts the copies of hedged reads sent (WithHedgedReads);
+	// HedgeWins those whose answer was the one returned.
+	Hedged    uint64
+	HedgeWins uint64
 	// StaleAnswers counts read answers below HighestIndex that the guard
 	// held back; Reissued and QuorumFallbacks count what it sent instead.
 	StaleAnswers    uint64
@@ -147,6 +153,7 @@ func New(inner CancelableTransport, endpoints []string, opts ...Option) (*Transp
 		p:      p,
 		opts:   o,
 		rnd:    picker.NewSource(uint64(time.Now().UnixNano())),
+		hedge:  newHedger(o.hedge),
 		ids:    make(map[string]string),
 		resent: make(map[string]int64),
 		calls:  make(map[*http.Request]*call),
@@ -229,6 +236,8 @@ func (t *Transport) Stats() Stats {
 		StaleAnswers:     atomic.LoadUint64(&t.st.stale),
 		Reissued:         atomic.LoadUint64(&t.st.reissued),
 		QuorumFallbacks:  atomic.LoadUint64(&t.st.fallbacks),
+		Hedged:           atomic.LoadUint64(&t.st.hedged),
+		HedgeWins:        atomic.LoadUint64(&t.st.hedgeWins),
 		Regressions:      atomic.LoadUint64(&t.st.regressions),
 		HighestIndex:     atomic.LoadUint64(&t.highest),
 		Leader:           t.leaderEndpoint(),
