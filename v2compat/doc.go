@@ -78,8 +78,18 @@
 // The transport never sends again anything that may have reached a member:
 // the v2 client already retries on the next endpoint whatever is not
 // one-shot, and the one-shot requests (Create, Delete) must be applied at
-// most once. The only exception is the monotonic-read guard, which re-sends
-// reads, and only reads, that a member has answered.
+// most once. The only exceptions are reads, and only reads: the
+// monotonic-read guard re-sends those that a member answered stale, and
+// hedged reads send a copy of those that are slow.
+//
+// # Hedged reads
+//
+// Opt-in (WithHedgedReads): a GET without quorum=true or wait=true that has
+// had no response headers after its member's p95 is sent once more, to
+// another member, within a token bucket of a share of the reads; the first
+// answer wins and the other attempt is canceled without blame, so that a
+// member in a GC pause or a defrag costs a read about its p95, not the
+// pause.
 //
 // # Monotonic reads
 //

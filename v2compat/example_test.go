@@ -38,7 +38,9 @@ func Example() {
 
 	inner := &http.Transport{} // the transport the program used before
 	defer inner.CloseIdleConnections()
-	tr, err := v2compat.New(inner, endpoints)
+	// Hedged reads are optional: here a slow read is sent to a second
+	// member once more, for at most 5% more reads.
+	tr, err := v2compat.New(inner, endpoints, v2compat.WithHedgedReads(0.05))
 	if err != nil {
 		log.Fatal(err)
 	}

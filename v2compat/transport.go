@@ -105,11 +105,12 @@ type Stats struct {
 	LeaderPollErrors uint64
 	// Members is the engine's view of each member, keyed by the canonical
 	// endpoint (lower-case scheme://host, default port dropped). Picks
-	// counts one ticket for each attempt sent to a member (a request, or
-	// one try of the monotonic-read guard), whether it got an answer or
-	// failed, plus one for each leader lookup and member-ID probe, and,
-	// rarely, one for a pick that raced with SetEndpoints and was picked
-	// again. Tags are internal to the transport.
+	// counts one ticket for each attempt sent to a member (a request, one
+	// try of the monotonic-read guard, or a hedged read's copy), whether it
+	// got an answer or failed, plus one for each leader lookup and
+	// member-ID probe, and, rarely, one for a pick that raced with
+	// SetEndpoints and was picked again. Tags are internal to the
+	// transport.
 	Members []picker.EndpointStats
 }
 
