@@ -35,8 +35,8 @@ type CancelableTransport interface {
 type Transport struct {
 	// 64-bit atomics first, for their alignment on 32-bit platforms.
 	highest uint64 // highest X-Etcd-Index seen in any answer
-	retries int32  // entries in resent
 	st      counters
+	retries int32 // entries in resent
 
 	inner CancelableTransport
 	p     *picker.Picker
