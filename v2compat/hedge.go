@@ -190,8 +190,10 @@ func (h *hedgedRead) fire() {
 	}
 	h.sent, h.copy, h.done = true, &attempt{copy: true}, make(chan outcome, 1)
 	a := h.copy
-	h.mu.Unlock()
+	// Counted before finish can see it sent: once the read returns, its
+	// copy is in Stats.
 	atomic.AddUint64(&t.st.hedged, 1)
+	h.mu.Unlock()
 
 	resp, w, err := t.send(h.c, a, ep, tk)
 	o := outcome{ep, resp, w, err}

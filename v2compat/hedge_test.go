@@ -110,9 +110,14 @@ const minSamples = 16
 // another; no leader poll; enough answers from pin for its p95.
 func hedgeTransport(t *testing.T, n int) (tr *Transport, c *fakeCluster, pin int) {
 	t.Helper()
-	c = newFakeCluster(t, n)
 	// A budget of 1: every read earns a whole token.
-	tr, _ = newTestTransport(t, c, WithHedgedReads(1), WithLeaderPollInterval(-1),
+	return hedgeTransportBudget(t, n, 1)
+}
+
+func hedgeTransportBudget(t *testing.T, n int, budget float64) (tr *Transport, c *fakeCluster, pin int) {
+	t.Helper()
+	c = newFakeCluster(t, n)
+	tr, _ = newTestTransport(t, c, WithHedgedReads(budget), WithLeaderPollInterval(-1),
 		WithPickerConfig(picker.Config{Policy: picker.Pinned}))
 	for i := 0; i < 2*minSamples; i++ {
 		code, _ := get(t, tr, c.members[0].srv.URL+"/v2/keys/warm")
@@ -372,4 +377,60 @@ func TestHedgedReadGuard(t *testing.T) {
 	assert.Equal(t, uint64(2), st.Hedged-before.Hedged, "copies")
 	assert.Equal(t, uint64(2), st.HedgeWins-before.HedgeWins, "copies that won")
 	assert.Zero(t, failures(tr), "a canceled attempt was blamed")
+}
+
+// TestHedgedReadNoCopy: a read whose member takes 50 ms (far above its
+// p95) gets a copy, which answers first; the same slow answer gets none for
+// a quorum read, a watch, a write, with an empty bucket, or from a member
+// without a p95.
+func TestHedgedReadNoCopy(t *testing.T) {
+	slow := func(pin int) func(i int, w http.ResponseWriter, r *http.Request) {
+		return func(i int, w http.ResponseWriter, r *http.Request) {
+			if i == pin {
+				time.Sleep(50 * time.Millisecond) // the member's service time, not a wait for a condition
+			}
+			answer(w, r, 60)
+		}
+	}
+	for _, c := range []struct {
+		name, method, query string
+		empty, cold         bool
+		copies              uint64
+	}{
+		{name: "read", method: "GET", copies: 1},
+		{name: "quorum read", method: "GET", query: "?quorum=true"},
+		{name: "watch", method: "GET", query: "?wait=true"},
+		{name: "write", method: "PUT"},
+		{name: "empty bucket", method: "GET", empty: true},
+		{name: "no p95", method: "GET", cold: true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var tr *Transport
+			var fc *fakeCluster
+			pin := 0
+			if c.cold {
+				fc = newFakeCluster(t, 2)
+				tr, _ = newTestTransport(t, fc, WithHedgedReads(1), WithLeaderPollInterval(-1),
+					WithPickerConfig(picker.Config{Policy: picker.Pinned}))
+				pin = -1 // the member pinned is unknown: both are slow
+			} else if c.empty {
+				// The warm-up and the read earn 33 millionths of a token.
+				tr, fc, pin = hedgeTransportBudget(t, 2, 1e-6)
+			} else {
+				tr, fc, pin = hedgeTransport(t, 2)
+			}
+			if pin >= 0 {
+				setHandlers(fc, slow(pin))
+			} else {
+				setHandlers(fc, func(i int, w http.ResponseWriter, r *http.Request) {
+					time.Sleep(50 * time.Millisecond) // service time
+					answer(w, r, 60)
+				})
+			}
+			before := tr.Stats().Hedged
+			resp := do(t, tr, c.method, fc.members[0].srv.URL+testKey+c.query)
+			assert.Equal(t, http.StatusOK, resp.StatusCode)
+			assert.Equal(t, c.copies, tr.Stats().Hedged-before, "copies")
+		})
+	}
 }
