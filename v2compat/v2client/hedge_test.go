@@ -27,10 +27,11 @@ import (
 func TestHedgedReads(t *testing.T) {
 	cl := v2cluster.StartTB(t, v2cluster.Config{Size: 3})
 	// No leader poll: it would send lookups to the paused member, which
-	// time out and are blamed on it. A budget of a quarter of the reads:
-	// after the warm-up the bucket holds 10 tokens, and 12 reads add 3, so
-	// every read below can be hedged.
-	kapi, c := balanced(t, cl, client.Config{}, v2compat.WithHedgedReads(0.25), v2compat.WithLeaderPollInterval(-1))
+	// time out and are blamed on it. A budget of 1: each read earns the
+	// token its copy may spend, so every read below can be hedged however
+	// many copies the warm-up sent (a smaller budget runs out when the
+	// paused member gets more first attempts than the bucket holds).
+	kapi, c := balanced(t, cl, client.Config{}, v2compat.WithHedgedReads(1), v2compat.WithLeaderPollInterval(-1))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	_, err := kapi.Set(ctx, "/hedge", "v", nil)
@@ -38,7 +39,7 @@ func TestHedgedReads(t *testing.T) {
 	require.NoError(t, cl.WaitSynced(ctx))
 
 	// Warm-up: every member gets enough answers for its p95 (16 in the
-	// last 5–10 s) and the bucket fills.
+	// last 5–10 s).
 	for i := 0; i < 300; i++ {
 		_, err := kapi.Get(ctx, "/hedge", nil)
 		require.NoError(t, err)
@@ -101,6 +102,13 @@ func TestHedgedReads(t *testing.T) {
 		rctx, rcancel := context.WithTimeout(ctx, 20*time.Second)
 		_, err := kapi.Get(rctx, "/hedge", nil)
 		rcancel()
+		if err != nil {
+			st := c.Transport().Stats()
+			t.Logf("copies %d, won %d", st.Hedged-hedgedBefore.Hedged, st.HedgeWins-hedgedBefore.HedgeWins)
+			for _, s := range st.Members {
+				t.Logf("%s: picks %d, in flight %d, failures %d, tags %b, estimate %v", s.Addr, s.Picks, s.InFlight, s.Failures, s.Tags, s.Estimate)
+			}
+		}
 		require.NoError(t, err, "hedged read %d while the member is paused", i)
 	}
 	after := c.Transport().Stats()
