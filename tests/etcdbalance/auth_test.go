@@ -176,13 +176,25 @@ func tokenExpiryRun(t *testing.T, c *etcdcluster.Cluster, cfg clientv3.Config, h
 	// stock, give or take 5% of the calls.
 	assert.LessOrEqual(t, okBal.fail.Load(), okStock.fail.Load()+okBal.total()/20, "etcdbalance: %v; stock: %v", &okBal, &okStock)
 	assert.Positive(t, logins, "no client logged in again: the tokens never expired, the test proves nothing")
-	// The view goes on.
-	r := viewOf(t, cli).Rounds
-	v := waitRounds(t, cli, r+2)
-	assert.NotEmpty(t, v.Leader, "the view lost the leader: %+v", v.Members)
-	for _, m := range v.Members {
-		assert.Empty(t, m.LastError, "member %s: last probe failed", m.Addr)
-	}
+	// The view goes on: once the calls stop, a round finds the leader with
+	// every probe answered. On a loaded machine a re-login (a JWT
+	// signature under the race detector) can outlast a probe's deadline
+	// for a round or two, as it outlasted some of the stock client's
+	// calls above; a view that cannot log in again never gets there.
+	var v etcdbalance.View
+	waitFor(t, 60*time.Second, "a probe round with the leader and every member answering", func() bool {
+		v = viewOf(t, cli)
+		if v.Leader == "" {
+			return false
+		}
+		for _, m := range v.Members {
+			if m.LastError != "" {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("view after the run: leader %s, round %d", v.Leader, v.Rounds)
 }
 
 // writeJWTKeys writes a fresh ECDSA P-256 key pair for etcd's JWT tokens.
