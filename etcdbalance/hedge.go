@@ -148,11 +148,12 @@ func (c *hedgeCall) fire() {
 	done := c.done2
 	// Copied while the first attempt is still out, so before the guard
 	// may change req (it does once the call returns).
-	req := *c.req
+	req := new(pb.RangeRequest)
+	copyFields(req, c.req)
 	opts := append(ownResults(c.opts), grpc.Peer(&c.peer2))
 	c.mu.Unlock()
 	resp := new(pb.RangeResponse)
-	err := c.invoker(ctx, c.method, &req, resp, c.cc, opts...)
+	err := c.invoker(ctx, c.method, req, resp, c.cc, opts...)
 	if err == nil {
 		c.cancel1() // the copy won: the first attempt is canceled, not blamed
 	}
@@ -205,7 +206,7 @@ func (h *hedger) invokeHedged(ctx context.Context, method string, req *pb.RangeR
 	c := &hedgeCall{h: h, ctx: ctx, cancel1: cancel1, method: method, req: req, cc: cc, invoker: invoker, opts: opts, mark: readMarkOf(ctx)}
 	err := invoker(context.WithValue(ctx1, hedgeKey{}, c), method, req, reply, cc, opts...)
 	if won := c.finish(err); won != nil {
-		*out = *won
+		copyFields(out, won)
 		// The guard blames the member that answered: the caller's peer
 		// is the copy's (written before finish received its result; the
 		// first attempt, which returned, wrote its own before).
