@@ -61,7 +61,7 @@ const scaleEnv = "ETCDBALANCE_SIM_SCALE"
 // random while round robin cycles, and at 90% load the random imbalance
 // costs up to 15% of p99 (README, "Scale and hedged reads"). It runs only
 // with ETCDBALANCE_SIM_SCALE=1: with the race detector it takes about 9
-// minutes of CPU (ScaleRateCI), far over CI's minute.
+// minutes of CPU (see ScaleRateCI), far over CI's minute.
 func TestScaleRealistic(t *testing.T) {
 	if os.Getenv(scaleEnv) != "1" {
 		t.Skipf("set %s=1 to run the scale model at %d requests a second a client (minutes of CPU)", scaleEnv, ScaleRate)
