@@ -44,8 +44,8 @@
 //     fails with Failed after 0.1 ms; when the window starts, everything the
 //     member holds fails the same way.
 //
-// Scale (ScaleScenarios): 1000 clients with one loop each, so that every
-// engine sees each member only every few seconds; the measured period is cut
+// Scale (ScaleScenarios): 1000 clients with one loop each and their own
+// engines, each sending ScaleRate requests a second; the measured period is cut
 // into phases (Scenario.Phase) in which one member's speed changes, and
 // each phase reports its p99, its shares and how much the shares oscillate
 // from one second to the next (PhaseStats, Oscillation).

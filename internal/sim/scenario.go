@@ -233,9 +233,11 @@ func ScenarioNames() []string {
 	return names
 }
 
-// Lookup returns the named scenario, from Scenarios or ScaleScenarios.
+// Lookup returns the named scenario, from Scenarios or ScaleScenarios at
+// ScaleRate and ScaleRateCI.
 func Lookup(name string) (Scenario, bool) {
-	for _, s := range append(Scenarios(), ScaleScenarios()...) {
+	all := append(Scenarios(), ScaleScenarios(ScaleRate)...)
+	for _, s := range append(all, ScaleScenarios(ScaleRateCI)...) {
 		if s.Name == name {
 			return s, true
 		}
