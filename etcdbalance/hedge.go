@@ -3,9 +3,7 @@ package etcdbalance
 import (
 	"context"
 	"fmt"
-	"math"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -15,74 +13,46 @@ import (
 	"github.com/etcdbalance/etcdbalance-go/picker"
 )
 
-// Hedged reads (WithHedgedReads), after "The Tail at Scale" (Dean and
-// Barroso).
-const (
-	// hedgeQuantile is the share of a member's recent answers that may come
-	// before the copy is sent (see WithHedgedReads).
-	hedgeQuantile = 0.95
-	// hedgeBurst is the most hedge tokens a client saves up.
-	hedgeBurst = 10
-	// tokenUnit is one token in the bucket's fixed-point count.
-	tokenUnit = 1 << 20
-)
+// hedgeQuantile is the share of a member's recent answers that may come
+// before the copy of a hedged read is sent (see WithHedgedReads), after
+// "The Tail at Scale" (Dean and Barroso).
+const hedgeQuantile = 0.95
 
 // WithHedgedReads hedges serializable Ranges (see hedgeQuantile), within a
-// budget: each serializable Range earns the client budget of a token, up to
-// 10 tokens, and each copy spends one, so copies never exceed budget of
-// those reads (plus the 10 saved up), and hedging cannot feed an overload.
-// budget must be in (0, 1]; 0.05, the usual choice, adds at most 5%.
-// Default off. Never hedged: writes, linearizable reads, streams, calls
-// pinned with WithMember, and anything else. Both attempts are routed like
-// any serializable read (lagging and, with the monotonic guard, behind
-// members left out), and the guard checks the answer that wins.
+// budget (picker.Budget): each serializable Range earns the client budget
+// of a token, up to 10 tokens, and each copy spends one, so copies never
+// exceed budget of those reads (plus the 10 saved up), and hedging cannot
+// feed an overload. budget must be in [0, 1]; 0, the default, is off;
+// 0.05, the usual choice, adds at most 5%. Never hedged: writes,
+// linearizable reads, streams, calls pinned with WithMember, and anything
+// else. Both attempts are routed like any serializable read (lagging and,
+// with the monotonic guard, behind members left out), and the guard checks
+// the answer that wins.
 func WithHedgedReads(budget float64) Option {
 	return func(o *options) { o.routing.hedge = budget }
 }
 
 // checkHedge validates the WithHedgedReads budget.
 func checkHedge(budget float64) error {
-	if budget != 0 && !(budget > 0 && budget <= 1) {
-		return fmt.Errorf("etcdbalance: invalid configuration: hedged reads budget %v must be in (0, 1]", budget)
+	if _, err := picker.NewBudget(budget); err != nil {
+		return fmt.Errorf("etcdbalance: invalid configuration: hedged reads: %v", err)
 	}
 	return nil
 }
 
-// hedger is one client's hedging state: its token bucket.
+// hedger is one client's hedging state: its budget.
 type hedger struct {
-	earn   int64 // tokenUnit × budget
-	tokens atomic.Int64
+	budget *picker.Budget
 }
 
+// newHedger returns nil when budget does not hedge (0, or invalid: the
+// registry has refused those).
 func newHedger(budget float64) *hedger {
-	if !(budget > 0) {
+	b, err := picker.NewBudget(budget)
+	if b == nil || err != nil {
 		return nil
 	}
-	return &hedger{earn: int64(math.Ceil(budget * tokenUnit))}
-}
-
-// earned adds one read's share of a token.
-func (h *hedger) earned() {
-	for {
-		v := h.tokens.Load()
-		n := min(v+h.earn, hedgeBurst*tokenUnit)
-		if n == v || h.tokens.CompareAndSwap(v, n) {
-			return
-		}
-	}
-}
-
-// spend takes a token, if there is one.
-func (h *hedger) spend() bool {
-	for {
-		v := h.tokens.Load()
-		if v < tokenUnit {
-			return false
-		}
-		if h.tokens.CompareAndSwap(v, v-tokenUnit) {
-			return true
-		}
-	}
+	return &hedger{budget: b}
 }
 
 // hedgeKey carries a *hedgeCall in the first attempt's context.
@@ -135,7 +105,7 @@ func (c *hedgeCall) picked(eng *picker.Picker, t picker.Ticket) {
 // budget allows.
 func (c *hedgeCall) fire() {
 	c.mu.Lock()
-	if c.over || c.sent || !c.h.spend() {
+	if c.over || c.sent || !c.h.budget.Spend() {
 		c.mu.Unlock()
 		return
 	}
@@ -196,7 +166,7 @@ func (c *hedgeCall) finish(err error) *pb.RangeResponse {
 // (header, trailer) are left to the first attempt; a grpc.Peer is given the
 // member that answered.
 func (h *hedger) invokeHedged(ctx context.Context, method string, req *pb.RangeRequest, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts []grpc.CallOption) error {
-	h.earned()
+	h.budget.Earn()
 	out, ok := reply.(*pb.RangeResponse)
 	if !ok {
 		return invoker(ctx, method, req, reply, cc, opts...)

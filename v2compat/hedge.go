@@ -2,7 +2,6 @@ package v2compat
 
 import (
 	"fmt"
-	"math"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -11,24 +10,17 @@ import (
 	"github.com/etcdbalance/etcdbalance-go/picker"
 )
 
-// Hedged reads (WithHedgedReads), after "The Tail at Scale" (Dean and
-// Barroso), as in package etcdbalance.
-const (
-	// hedgeQuantile is the share of a member's recent answers that may come
-	// before the copy is sent (see WithHedgedReads).
-	hedgeQuantile = 0.95
-	// hedgeBurst is the most hedge tokens a transport saves up.
-	hedgeBurst = 10
-	// tokenUnit is one token in the bucket's fixed-point count.
-	tokenUnit = 1 << 20
-)
+// hedgeQuantile is the share of a member's recent answers that may come
+// before the copy of a hedged read is sent (see WithHedgedReads), after
+// "The Tail at Scale" (Dean and Barroso), as in package etcdbalance.
+const hedgeQuantile = 0.95
 
 // WithHedgedReads hedges reads: a GET under /v2/keys without quorum=true
 // or wait=true that has had no response headers after its member's p95
 // (picker.Picker.Quantile, over the member's answers of the last 5 to 10 s)
 // is sent once more, to another member; the first answer wins and the
 // other attempt is canceled, which is not blamed on its member. Within a
-// budget: each read earns budget of a token, up to 10 tokens, and each copy
+// budget (picker.Budget): each read earns budget of a token, up to 10 tokens, and each copy
 // spends one, so copies never exceed budget of the reads (plus the 10 saved
 // up), and hedging cannot feed an overload. budget must be in [0, 1]; 0,
 // the default, turns hedging off; 0.05, the usual choice, adds at most 5%.
@@ -38,65 +30,12 @@ const (
 // that wins. Stats.Hedged and Stats.HedgeWins count the copies.
 func WithHedgedReads(budget float64) Option {
 	return func(o *options) error {
-		if !(budget >= 0 && budget <= 1) {
-			return fmt.Errorf("v2compat: hedged reads budget %v must be in [0, 1]", budget)
+		b, err := picker.NewBudget(budget)
+		if err != nil {
+			return fmt.Errorf("v2compat: hedged reads: %v", err)
 		}
-		o.hedge = budget
+		o.hedge = b
 		return nil
-	}
-}
-
-// hedger is one transport's token bucket.
-type hedger struct {
-	tokens int64 // atomic; first, for its alignment on 32-bit platforms
-	earn   int64 // tokenUnit × budget
-}
-
-func newHedger(budget float64) *hedger {
-	if !(budget > 0) {
-		return nil
-	}
-	return &hedger{earn: int64(math.Ceil(budget * tokenUnit))}
-}
-
-// earned adds one read's share of a token.
-func (h *hedger) earned() {
-	for {
-		v := atomic.LoadInt64(&h.tokens)
-		n := v + h.earn
-		if n > hedgeBurst*tokenUnit {
-			n = hedgeBurst * tokenUnit
-		}
-		if n == v || atomic.CompareAndSwapInt64(&h.tokens, v, n) {
-			return
-		}
-	}
-}
-
-// spend takes a token, if there is one.
-func (h *hedger) spend() bool {
-	for {
-		v := atomic.LoadInt64(&h.tokens)
-		if v < tokenUnit {
-			return false
-		}
-		if atomic.CompareAndSwapInt64(&h.tokens, v, v-tokenUnit) {
-			return true
-		}
-	}
-}
-
-// refund gives back a token spent on a copy that could not be sent.
-func (h *hedger) refund() {
-	for {
-		v := atomic.LoadInt64(&h.tokens)
-		n := v + tokenUnit
-		if n > hedgeBurst*tokenUnit {
-			n = hedgeBurst * tokenUnit
-		}
-		if atomic.CompareAndSwapInt64(&h.tokens, v, n) {
-			return
-		}
 	}
 }
 
@@ -173,7 +112,7 @@ func (t *Transport) sendRead(c *call, ep *endpoint, tk picker.Ticket, tried []st
 func (h *hedgedRead) fire() {
 	t := h.t
 	h.mu.Lock()
-	if h.over || h.sent || h.c.gaveUp() || !t.hedge.spend() {
+	if h.over || h.sent || h.c.gaveUp() || !t.hedge.Spend() {
 		h.mu.Unlock()
 		return
 	}
@@ -185,7 +124,7 @@ func (h *hedgedRead) fire() {
 	ep, tk, err := t.pickFor(r)
 	if err != nil {
 		h.mu.Unlock()
-		t.hedge.refund()
+		t.hedge.Refund()
 		return
 	}
 	h.sent, h.copy, h.done = true, &attempt{copy: true}, make(chan outcome, 1)

@@ -18,31 +18,6 @@ import (
 	"github.com/etcdbalance/etcdbalance-go/picker"
 )
 
-func TestHedgeBudget(t *testing.T) {
-	assert.Nil(t, newHedger(0), "no budget, no hedger")
-	h := newHedger(0.05)
-	require.NotNil(t, h)
-	assert.False(t, h.spend(), "an empty bucket")
-	for i := 0; i < 19; i++ {
-		h.earned()
-	}
-	assert.False(t, h.spend(), "19 reads earn 0.95 of a token")
-	h.earned()
-	assert.True(t, h.spend(), "20 reads earn one")
-	assert.False(t, h.spend())
-	h.refund()
-	assert.True(t, h.spend(), "a refunded token")
-	for i := 0; i < 10000; i++ {
-		h.earned()
-	}
-	h.refund()
-	n := 0
-	for h.spend() {
-		n++
-	}
-	assert.Equal(t, hedgeBurst, n, "the bucket holds at most the burst")
-}
-
 func TestHedgeOptionValidation(t *testing.T) {
 	for _, c := range []struct {
 		budget float64

@@ -18,7 +18,7 @@ func (t *Transport) do(c *call) (*http.Response, error) {
 	guard := t.opts.monotonic && c.class == classRead && bodyless(c.orig)
 	hedge := t.hedges(c)
 	if hedge {
-		t.hedge.earned()
+		t.hedge.Earn()
 	}
 	var (
 		tried    []string // members that answered this read stale

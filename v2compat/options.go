@@ -53,7 +53,7 @@ type options struct {
 	headerTimeout    time.Duration // 0: none
 	monotonic        bool
 	monotonicRetries int
-	hedge            float64 // hedged reads budget; 0: off
+	hedge            *picker.Budget // hedged reads; nil: off
 }
 
 func defaultOptions() options {

@@ -42,7 +42,7 @@ type Transport struct {
 	p     *picker.Picker
 	opts  options
 	rnd   picker.Source
-	hedge *hedger // nil: no hedged reads
+	hedge *picker.Budget // nil: no hedged reads
 
 	eps        atomic.Value // *endpointSet
 	leaderV    atomic.Value // string: the leader's endpoint key, "" unknown
@@ -154,7 +154,7 @@ func New(inner CancelableTransport, endpoints []string, opts ...Option) (*Transp
 		p:      p,
 		opts:   o,
 		rnd:    picker.NewSource(uint64(time.Now().UnixNano())),
-		hedge:  newHedger(o.hedge),
+		hedge:  o.hedge,
 		ids:    make(map[string]string),
 		resent: make(map[string]int64),
 		calls:  make(map[*http.Request]*call),
