@@ -78,8 +78,9 @@
 //
 // Lists are not kept off the leader: their answers are large, so they are
 // bound by the bandwidth of the link that carries them, and they queue
-// behind each other there; n links drain them faster than n-1. The cost
-// (estimate × calls in flight) keeps the leader's share of them near 1/n,
+// behind each other there; n links drain them faster than n-1. Each goes
+// to the member with the shortest queue of Lists by the engine's cost
+// (picker.ClassRange), which keeps the leader's share of them near 1/n,
 // and lower while its writes slow it down. Measured in the harness's
 // incident scenario (README).
 //

@@ -205,7 +205,8 @@ func pickRouted(eng *picker.Picker, rt *router, class rpcClass, kind picker.Kind
 		// Lists are not held back: bound by the bandwidth of the link that
 		// carries their answer rather than by the member, they queue
 		// behind each other, and n links drain them faster than n-1. The
-		// cost (estimate × in flight) keeps the leader's share of them near
+		// engine sends each to the shortest queue of Lists (see
+		// picker.ClassRange), which keeps the leader's share of them near
 		// 1/n, and lower while its writes make it slower.
 		req.Reserve = tagLeader
 	}

@@ -128,3 +128,48 @@ func TestReserveRule(t *testing.T) {
 		t.Errorf("only the leader eligible: got %q, %v", tk.Addr(), err)
 	}
 }
+
+// TestRangeReadsQueueByRanges: a range read goes to the endpoint with the
+// fewest range reads in flight, of all of them, whatever the point reads
+// in flight: there are five endpoints with equal estimates; "a" carries
+// many point reads and no range read, the others one range read each.
+func TestRangeReadsQueueByRanges(t *testing.T) {
+	clk := newFakeClock()
+	addrs := []string{"a", "b", "c", "d", "e"}
+	p := mustNew(t, Config{Clock: clk, Rand: NewSource(7), SlowStart: -1, IdleDecay: -1}, addrs...)
+	for i, a := range addrs {
+		_ = p.UpdateTags(a, Tags(1)<<uint(i), ^(Tags(1) << uint(i)))
+	}
+	for i := range addrs {
+		feed(t, p, Tags(1)<<uint(i), ClassPoint, time.Millisecond)
+		feed(t, p, Tags(1)<<uint(i), ClassRange, 100*time.Millisecond)
+	}
+	var held []Ticket
+	for i := 0; i < 8; i++ { // point reads on "a"
+		tk, err := p.Pick(Request{Exclude: ^Tags(1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, tk)
+	}
+	for i := 1; i < len(addrs); i++ { // one range read on each other one
+		tk, err := p.Pick(Request{Class: ClassRange, Exclude: ^(Tags(1) << uint(i))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, tk)
+	}
+	for n := 0; n < 50; n++ {
+		tk, err := p.Pick(Request{Class: ClassRange})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tk.Addr() != "a" {
+			t.Fatalf("pick %d: range read went to %s, want a (no range read in flight)", n, tk.Addr())
+		}
+		p.Done(tk, Outcome{Result: Canceled})
+	}
+	for _, tk := range held {
+		p.Done(tk, Outcome{Result: Canceled})
+	}
+}

@@ -25,7 +25,9 @@
 //   - the order is reshuffled periodically with jitter, so round-robin
 //     offsets, tie-breaks and pins never line clients up on one member;
 //   - each request class (Request.Class: point read, range read, write)
-//     has its own latency estimate per endpoint;
+//     has its own latency estimate per endpoint; a range read, which
+//     holds a link for long, joins the shortest queue of range reads
+//     over all endpoints rather than the better of two;
 //   - endpoints held in reserve (Request.Reserve, the leader for reads)
 //     take requests only while every other is measurably slower
 //     (Config.ReserveRatio);

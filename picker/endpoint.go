@@ -23,6 +23,7 @@ type endpoint struct {
 	slowSince    int64             // start of the current slow start; 0 = none
 	picks        int64             // tickets issued, unary and stream
 	inflight     int64             // unary requests in flight
+	rangeIn      int64             // ClassRange requests in flight: the queue a range read joins
 	streams      int64             // streams open
 	failures     int64             // blamed failures, total
 	consecFail   int64             // blamed failures since the last success
@@ -154,7 +155,15 @@ func (e *endpoint) stalled(r float64, now int64, inflight int64) float64 {
 // slow-start penalty.
 func (e *endpoint) cost(s *settings, cl Class, now int64, med float64) float64 {
 	in := atomic.LoadInt64(&e.inflight)
-	c := e.rtt(s, cl, now, med, in) * float64(in+1)
+	q := in
+	if cl == ClassRange {
+		// A range read waits behind the range reads already on the
+		// member's link, not behind its small requests: counting those
+		// would keep Lists off the member that serves most point reads
+		// and split the members into List servers and Get servers.
+		q = atomic.LoadInt64(&e.rangeIn)
+	}
+	c := e.rtt(s, cl, now, med, in) * float64(q+1)
 	if s.slowStart > 0 {
 		if since := atomic.LoadInt64(&e.slowSince); since != 0 {
 			if el := now - since; el < s.slowStart {

@@ -43,7 +43,10 @@ const (
 	ClassPoint Class = iota
 	// ClassRange is a read of many keys (an etcd Range with a range_end, a
 	// v2 directory listing): large answers, bound by bandwidth and by the
-	// size of the range rather than by the member's speed.
+	// size of the range rather than by the member's speed. Under P2CEWMA a
+	// range read goes to the cheapest of all eligible endpoints, not of
+	// two, and its cost counts only the range reads in flight (see
+	// cheapest).
 	ClassRange
 	// ClassWrite is a write: a consensus round through the leader.
 	ClassWrite
@@ -544,6 +547,9 @@ func (p *Picker) issue(e *endpoint, now int64, k Kind, c Class, probe bool) Tick
 		atomic.AddInt64(&e.streams, 1)
 	} else {
 		atomic.AddInt64(&e.classPicks[c], 1)
+		if c == ClassRange {
+			atomic.AddInt64(&e.rangeIn, 1)
+		}
 		if atomic.AddInt64(&e.inflight, 1) == 1 {
 			atomic.StoreInt64(&e.busySince, now)
 		}
@@ -562,6 +568,9 @@ func (p *Picker) Done(t Ticket, o Outcome) {
 		atomic.AddInt64(&e.streams, -1)
 	} else {
 		atomic.AddInt64(&e.inflight, -1)
+		if t.class == ClassRange {
+			atomic.AddInt64(&e.rangeIn, -1)
+		}
 		atomic.StoreInt64(&e.lastDone, now)
 	}
 	p.endSlowStart(e, now)
