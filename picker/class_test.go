@@ -173,3 +173,46 @@ func TestRangeReadsQueueByRanges(t *testing.T) {
 		p.Done(tk, Outcome{Result: Canceled})
 	}
 }
+
+// TestRangeReadTiesAtRandom: range reads tied for the shortest queue are
+// spread uniformly over the tied endpoints, wherever they stand in the
+// order: a scan from a random start would favour the one that follows the
+// longer run of others (1633 to 2367 here).
+func TestRangeReadTiesAtRandom(t *testing.T) {
+	clk := newFakeClock()
+	addrs := []string{"a", "b", "c", "d", "e"}
+	p := mustNew(t, Config{Clock: clk, Rand: NewSource(3), SlowStart: -1, IdleDecay: -1, ReshuffleInterval: -1}, addrs...)
+	for i, a := range addrs {
+		_ = p.UpdateTags(a, Tags(1)<<uint(i), ^(Tags(1) << uint(i)))
+	}
+	for i := range addrs {
+		feed(t, p, Tags(1)<<uint(i), ClassRange, 100*time.Millisecond)
+	}
+	var held []Ticket
+	for i := 2; i < len(addrs); i++ { // one range read on c, d, e
+		tk, err := p.Pick(Request{Class: ClassRange, Exclude: ^(Tags(1) << uint(i))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, tk)
+	}
+	counts := map[string]int{}
+	const n = 4000
+	for k := 0; k < n; k++ {
+		tk, err := p.Pick(Request{Class: ClassRange})
+		if err != nil {
+			t.Fatal(err)
+		}
+		counts[tk.Addr()]++
+		p.Done(tk, Outcome{Result: Canceled})
+	}
+	for _, tk := range held {
+		p.Done(tk, Outcome{Result: Canceled})
+	}
+	if counts["a"]+counts["b"] != n {
+		t.Fatalf("picks %v: want only a and b, the empty queues", counts)
+	}
+	if x := chiSquare([]int{counts["a"], counts["b"]}, n/2); x > chiSquareCritical(1, z1e6) {
+		t.Fatalf("picks %v: χ² %.1f, not uniform over the tie", counts, x)
+	}
+}

@@ -46,8 +46,8 @@ func (p *Picker) p2c(st *state, mask uint64, c Class, now int64) int {
 	return ib
 }
 
-// cheapest scans every endpoint in mask for the lowest cost, from a random
-// start so that ties fall at random. Range reads use it rather than the
+// cheapest scans every endpoint in mask for the lowest cost; ties are
+// broken uniformly at random, as in leastBy. Range reads use it rather than the
 // better of two: a List's answer is large, so it holds its member's link
 // for a long time and Lists queue behind each other there, and the
 // shortest of all the queues drains them measurably faster than the
@@ -58,16 +58,21 @@ func (p *Picker) p2c(st *state, mask uint64, c Class, now int64) int {
 // at once, so consecutive Lists spread.
 func (p *Picker) cheapest(st *state, mask uint64, c Class, now int64) int {
 	med := p.median(c, now)
-	n := len(st.eps)
-	start := int(p.rand.Uint64() % uint64(n))
-	best, bestCost := -1, 0.0
-	for k := 0; k < n; k++ {
-		i := (start + k) % n
+	best, ties := -1, 0
+	var bestCost float64
+	for i, e := range st.eps {
 		if mask&(1<<uint(i)) == 0 {
 			continue
 		}
-		if v := st.eps[i].cost(&p.s, c, now, med); best < 0 || v < bestCost {
-			best, bestCost = i, v
+		v := e.cost(&p.s, c, now, med)
+		switch {
+		case best < 0 || v < bestCost:
+			best, bestCost, ties = i, v, 1
+		case v == bestCost: // uniformly at random, as leastBy
+			ties++
+			if p.rand.Uint64()%uint64(ties) == 0 {
+				best = i
+			}
 		}
 	}
 	return best
