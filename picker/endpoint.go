@@ -24,6 +24,7 @@ type endpoint struct {
 	picks        int64             // tickets issued, unary and stream
 	inflight     int64             // unary requests in flight
 	rangeIn      int64             // ClassRange requests in flight: the queue a range read joins
+	rangeLast    int64             // Picker.rangeSeq at the last ClassRange ticket; 0 = none (cheapest)
 	streams      int64             // streams open
 	failures     int64             // blamed failures, total
 	consecFail   int64             // blamed failures since the last success

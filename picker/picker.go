@@ -44,9 +44,9 @@ const (
 	// ClassRange is a read of many keys (an etcd Range with a range_end, a
 	// v2 directory listing): large answers, bound by bandwidth and by the
 	// size of the range rather than by the member's speed. Under P2CEWMA a
-	// range read goes to the cheapest of all eligible endpoints, not of
-	// two, and its cost counts only the range reads in flight (see
-	// cheapest).
+	// range read goes to one of the cheapest of all eligible endpoints, not
+	// of two, in turn among those near the cheapest, and its cost counts
+	// only the range reads in flight (see cheapest).
 	ClassRange
 	// ClassWrite is a write: a consensus round through the leader.
 	ClassWrite
@@ -170,6 +170,7 @@ const medianRefresh = int64(100 * time.Millisecond)
 type Picker struct {
 	// Atomics; 64-bit first for alignment.
 	rr            uint64 // round-robin counter
+	rangeSeq      int64  // ClassRange tickets issued, for endpoint.rangeLast
 	nextReshuffle int64
 	// when each class's medBits was computed; 0 = stale
 	medAt   [numClasses]int64
@@ -549,6 +550,7 @@ func (p *Picker) issue(e *endpoint, now int64, k Kind, c Class, probe bool) Tick
 		atomic.AddInt64(&e.classPicks[c], 1)
 		if c == ClassRange {
 			atomic.AddInt64(&e.rangeIn, 1)
+			atomic.StoreInt64(&e.rangeLast, atomic.AddInt64(&p.rangeSeq, 1))
 		}
 		if atomic.AddInt64(&e.inflight, 1) == 1 {
 			atomic.StoreInt64(&e.busySince, now)

@@ -1,6 +1,9 @@
 package picker
 
-import "sync/atomic"
+import (
+	"math"
+	"sync/atomic"
+)
 
 // choose applies the policy to the endpoints in mask (never empty).
 func (p *Picker) choose(st *state, mask uint64, k Kind, c Class, now int64) int {
@@ -46,29 +49,53 @@ func (p *Picker) p2c(st *state, mask uint64, c Class, now int64) int {
 	return ib
 }
 
-// cheapest scans every endpoint in mask for the lowest cost; ties are
-// broken uniformly at random, as in leastBy. Range reads use it rather than the
-// better of two: a List's answer is large, so it holds its member's link
-// for a long time and Lists queue behind each other there, and the
-// shortest of all the queues drains them measurably faster than the
-// shorter of two (the harness's incident scenario: p99 at or below
-// least-request's in 6 runs of 6, against 4 of 6 with the better of two).
-// Lists are a few percent of the requests, so the scan costs little, and
-// each List's weight shows in its member's cost (range reads in flight)
-// at once, so consecutive Lists spread.
+// rangeNearTie is how much dearer than the cheapest a range read's
+// endpoint may be and still count as tied with it. A List's latency is
+// its size over a link shared with other Lists, so one List that overlapped
+// another doubles its member's peak estimate for a while: estimates of
+// equal members differ by up to that much, and a strict minimum sent the
+// next Lists to whichever member happened to have the lowest, leaving
+// another with few Lists and, its link free, a third of the point reads
+// (harness, incident, read max/mean up to 1.37). A member with a range
+// read in flight costs at least twice one without (cost), so the factor
+// keeps the shortest queue first.
+const rangeNearTie = 1.5
+
+// cheapest is the pick of a range read: of the endpoints in mask whose cost
+// is within rangeNearTie of the lowest, the one whose last range read was
+// longest ago (ties, such as never, uniformly at random). Range reads use
+// it rather than the better of two: a List's answer is large, so it holds
+// its member's link for a long time and Lists queue behind each other
+// there, and the shortest of all the queues drains them measurably faster
+// than the shorter of two (the harness's incident scenario: p99 at or
+// below least-request's in 6 runs of 6, against 4 of 6 with the better of
+// two). Among the near-tied the rotation, not a random draw, spreads the
+// Lists evenly: a random draw left one member 18% of Lists off the mean
+// over a 15 s run, and point reads follow the links that Lists leave free.
+// Lists are a few percent of the requests, so the two scans cost little,
+// and each List's weight shows in its member's cost (range reads in
+// flight) at once, so consecutive Lists spread.
 func (p *Picker) cheapest(st *state, mask uint64, c Class, now int64) int {
 	med := p.median(c, now)
-	best, ties := -1, 0
-	var bestCost float64
+	var costs [MaxEndpoints]float64
+	lowest := math.Inf(1)
 	for i, e := range st.eps {
-		if mask&(1<<uint(i)) == 0 {
+		if mask&(1<<uint(i)) != 0 {
+			costs[i] = e.cost(&p.s, c, now, med)
+			lowest = math.Min(lowest, costs[i])
+		}
+	}
+	best, ties := -1, 0
+	var bestLast int64
+	for i, e := range st.eps {
+		if mask&(1<<uint(i)) == 0 || costs[i] > lowest*rangeNearTie {
 			continue
 		}
-		v := e.cost(&p.s, c, now, med)
+		last := atomic.LoadInt64(&e.rangeLast)
 		switch {
-		case best < 0 || v < bestCost:
-			best, bestCost, ties = i, v, 1
-		case v == bestCost: // uniformly at random, as leastBy
+		case best < 0 || last < bestLast:
+			best, bestLast, ties = i, last, 1
+		case last == bestLast: // uniformly at random, as leastBy
 			ties++
 			if p.rand.Uint64()%uint64(ties) == 0 {
 				best = i
