@@ -170,7 +170,6 @@ const medianRefresh = int64(100 * time.Millisecond)
 type Picker struct {
 	// Atomics; 64-bit first for alignment.
 	rr            uint64 // round-robin counter
-	rangeSeq      int64  // ClassRange tickets issued, for endpoint.rangeLast
 	nextReshuffle int64
 	// when each class's medBits was computed; 0 = stale
 	medAt   [numClasses]int64
@@ -548,9 +547,9 @@ func (p *Picker) issue(e *endpoint, now int64, k Kind, c Class, probe bool) Tick
 		atomic.AddInt64(&e.streams, 1)
 	} else {
 		atomic.AddInt64(&e.classPicks[c], 1)
+		atomic.StoreInt64(&e.lastIssued[c], now)
 		if c == ClassRange {
 			atomic.AddInt64(&e.rangeIn, 1)
-			atomic.StoreInt64(&e.rangeLast, atomic.AddInt64(&p.rangeSeq, 1))
 		}
 		if atomic.AddInt64(&e.inflight, 1) == 1 {
 			atomic.StoreInt64(&e.busySince, now)
