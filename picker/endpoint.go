@@ -18,13 +18,13 @@ type endpoint struct {
 	// cleared lazily (Picker.expireMarks).
 	markUntil    [32]int64
 	classPicks   [numClasses]int64 // unary tickets by Class
-	lastIssued   [numClasses]int64 // when the last unary ticket of each Class was issued; 0 = never (near-ties)
 	lastDone     int64             // last completion of a unary request, any outcome
 	busySince    int64             // when inflight last went from 0 to 1
 	slowSince    int64             // start of the current slow start; 0 = none
 	picks        int64             // tickets issued, unary and stream
 	inflight     int64             // unary requests in flight
 	rangeIn      int64             // ClassRange requests in flight: the queue a range read joins
+	rangeLast    int64             // when the last ClassRange ticket was issued; 0 = never (cheapest)
 	streams      int64             // streams open
 	failures     int64             // blamed failures, total
 	consecFail   int64             // blamed failures since the last success

@@ -46,7 +46,8 @@ const (
 	// size of the range rather than by the member's speed. Under P2CEWMA a
 	// range read goes to one of the cheapest of all eligible endpoints, not
 	// of two, in turn among those near the cheapest, and its cost counts
-	// only the range reads in flight (see cheapest).
+	// only the range reads in flight (see cheapest). A point read that
+	// waited behind a range read gives no latency sample (see Done).
 	ClassRange
 	// ClassWrite is a write: a consensus round through the leader.
 	ClassWrite
@@ -550,9 +551,9 @@ func (p *Picker) issue(e *endpoint, now int64, k Kind, c Class, probe bool) Tick
 		atomic.AddInt64(&e.streams, 1)
 	} else {
 		atomic.AddInt64(&e.classPicks[c], 1)
-		atomic.StoreInt64(&e.lastIssued[c], now)
 		if c == ClassRange {
 			atomic.AddInt64(&e.rangeIn, 1)
+			atomic.StoreInt64(&e.rangeLast, now)
 		}
 		if atomic.AddInt64(&e.inflight, 1) == 1 {
 			atomic.StoreInt64(&e.busySince, now)
