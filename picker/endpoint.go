@@ -18,6 +18,7 @@ type endpoint struct {
 	// cleared lazily (Picker.expireMarks).
 	markUntil    [32]int64
 	classPicks   [numClasses]int64 // unary tickets by Class
+	lastIssued   [numClasses]int64 // when the last unary ticket of each Class was issued; 0 = never (near-ties)
 	lastDone     int64             // last completion of a unary request, any outcome
 	busySince    int64             // when inflight last went from 0 to 1
 	slowSince    int64             // start of the current slow start; 0 = none
@@ -151,9 +152,16 @@ func (e *endpoint) stalled(r float64, now int64, inflight int64) float64 {
 	return r
 }
 
-// cost is the p2c-ewma load for class cl: rtt × (outstanding+1), times the
-// slow-start penalty.
+// cost is the p2c-ewma load for class cl: rtt × (q+1), times the
+// slow-start penalty, where q is the queue the request would join (the requests
+// in flight, or for a range read the range reads in flight).
 func (e *endpoint) cost(s *settings, cl Class, now int64, med float64) float64 {
+	c, _ := e.load(s, cl, now, med)
+	return c
+}
+
+// load is cost together with its queue q.
+func (e *endpoint) load(s *settings, cl Class, now int64, med float64) (float64, int64) {
 	in := atomic.LoadInt64(&e.inflight)
 	q := in
 	if cl == ClassRange {
@@ -171,7 +179,7 @@ func (e *endpoint) cost(s *settings, cl Class, now int64, med float64) float64 {
 			}
 		}
 	}
-	return c
+	return c, q
 }
 
 // ejected reports whether e is out of rotation. An endpoint whose ejection

@@ -44,9 +44,9 @@ const (
 	// ClassRange is a read of many keys (an etcd Range with a range_end, a
 	// v2 directory listing): large answers, bound by bandwidth and by the
 	// size of the range rather than by the member's speed. Under P2CEWMA a
-	// range read goes to the cheapest of all eligible endpoints, not of
-	// two, and its cost counts only the range reads in flight (see
-	// cheapest).
+	// range read goes to one of the cheapest of all eligible endpoints, not
+	// of two, in turn among those near the cheapest, and its cost counts
+	// only the range reads in flight (see cheapest).
 	ClassRange
 	// ClassWrite is a write: a consensus round through the leader.
 	ClassWrite
@@ -547,6 +547,7 @@ func (p *Picker) issue(e *endpoint, now int64, k Kind, c Class, probe bool) Tick
 		atomic.AddInt64(&e.streams, 1)
 	} else {
 		atomic.AddInt64(&e.classPicks[c], 1)
+		atomic.StoreInt64(&e.lastIssued[c], now)
 		if c == ClassRange {
 			atomic.AddInt64(&e.rangeIn, 1)
 		}

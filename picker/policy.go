@@ -1,6 +1,9 @@
 package picker
 
-import "sync/atomic"
+import (
+	"math"
+	"sync/atomic"
+)
 
 // choose applies the policy to the endpoints in mask (never empty).
 func (p *Picker) choose(st *state, mask uint64, k Kind, c Class, now int64) int {
@@ -29,16 +32,46 @@ func (p *Picker) choose(st *state, mask uint64, k Kind, c Class, now int64) int 
 	}
 }
 
-// p2c draws two distinct endpoints and keeps the cheaper, ties at random.
+// nearTie is how much dearer than the cheaper candidate an endpoint with as
+// many requests in flight may be and still count as tied with it. Tied
+// candidates are taken in turn: of them, the one whose last ticket of the
+// class was issued longest ago (exact ties at random).
+//
+// Why not the strict minimum: a latency estimate is noisy, and between
+// members that are equal the noise, not the load, then orders them, for
+// seconds, since an estimate moves only with samples. With few requests in
+// flight per client, the multiplier that should balance them is 1 for
+// all, and the better of two under a fixed order gives 4 members shares of
+// 1/2, 1/3, 1/6 and 0 (harness, incident: read max/mean up to 1.37). A
+// List that overlapped another doubles its member's peak estimate for a
+// while, so equal members' range estimates differ by up to 2×. Taking the
+// tied in turn spreads requests over equal members as evenly as round
+// robin, while a member with a request more in flight, measurably slower
+// or stalled (a GC pause) still loses: counts in flight are not noise.
+const nearTie = 1.5
+
+// nearTied reports whether the load (cost b, queue qb) ties with the
+// cheapest (a, qa), a ≤ b.
+func nearTied(a float64, qa int64, b float64, qb int64) bool { return qa == qb && b <= a*nearTie }
+
+// p2c draws two distinct endpoints and keeps the cheaper, near-ties in turn.
 func (p *Picker) p2c(st *state, mask uint64, c Class, now int64) int {
 	ia, ib := pair(mask, p.rand.Uint64())
 	med := p.median(c, now)
-	ca := st.eps[ia].cost(&p.s, c, now, med)
-	cb := st.eps[ib].cost(&p.s, c, now, med)
-	switch {
-	case ca < cb:
+	ca, qa := st.eps[ia].load(&p.s, c, now, med)
+	cb, qb := st.eps[ib].load(&p.s, c, now, med)
+	if cb < ca {
+		ia, ib, ca, cb, qa, qb = ib, ia, cb, ca, qb, qa
+	}
+	if !nearTied(ca, qa, cb, qb) {
 		return ia
-	case cb < ca:
+	}
+	la := atomic.LoadInt64(&st.eps[ia].lastIssued[c])
+	lb := atomic.LoadInt64(&st.eps[ib].lastIssued[c])
+	switch {
+	case la < lb:
+		return ia
+	case lb < la:
 		return ib
 	case p.rand.Uint64()&1 == 0:
 		return ia
@@ -46,29 +79,41 @@ func (p *Picker) p2c(st *state, mask uint64, c Class, now int64) int {
 	return ib
 }
 
-// cheapest scans every endpoint in mask for the lowest cost; ties are
-// broken uniformly at random, as in leastBy. Range reads use it rather than the
-// better of two: a List's answer is large, so it holds its member's link
-// for a long time and Lists queue behind each other there, and the
-// shortest of all the queues drains them measurably faster than the
-// shorter of two (the harness's incident scenario: p99 at or below
+// cheapest is the pick of a range read: of the endpoints in mask whose load
+// is near-tied with the lowest (nearTie), the one whose last range read was
+// issued longest ago (exact ties uniformly at random). Range reads use it
+// rather than the better of two: a List's answer is large, so it holds its
+// member's link for a long time and Lists queue behind each other there,
+// and the shortest of all the queues drains them measurably faster than
+// the shorter of two (the harness's incident scenario: p99 at or below
 // least-request's in 6 runs of 6, against 4 of 6 with the better of two).
-// Lists are a few percent of the requests, so the scan costs little, and
-// each List's weight shows in its member's cost (range reads in flight)
-// at once, so consecutive Lists spread.
+// Lists are a few percent of the requests, so the two scans cost little,
+// and each List's weight shows in its member's cost (range reads in
+// flight) at once, so consecutive Lists spread.
 func (p *Picker) cheapest(st *state, mask uint64, c Class, now int64) int {
 	med := p.median(c, now)
-	best, ties := -1, 0
-	var bestCost float64
+	var costs [MaxEndpoints]float64
+	var queues [MaxEndpoints]int64
+	lowest, lowestQ := math.Inf(1), int64(0)
 	for i, e := range st.eps {
-		if mask&(1<<uint(i)) == 0 {
+		if mask&(1<<uint(i)) != 0 {
+			costs[i], queues[i] = e.load(&p.s, c, now, med)
+			if costs[i] < lowest {
+				lowest, lowestQ = costs[i], queues[i]
+			}
+		}
+	}
+	best, ties := -1, 0
+	var bestLast int64
+	for i, e := range st.eps {
+		if mask&(1<<uint(i)) == 0 || !nearTied(lowest, lowestQ, costs[i], queues[i]) {
 			continue
 		}
-		v := e.cost(&p.s, c, now, med)
+		last := atomic.LoadInt64(&e.lastIssued[c])
 		switch {
-		case best < 0 || v < bestCost:
-			best, bestCost, ties = i, v, 1
-		case v == bestCost: // uniformly at random, as leastBy
+		case best < 0 || last < bestLast:
+			best, bestLast, ties = i, last, 1
+		case last == bestLast: // uniformly at random, as leastBy
 			ties++
 			if p.rand.Uint64()%uint64(ties) == 0 {
 				best = i
