@@ -282,3 +282,27 @@ func TestPointReadNearTies(t *testing.T) {
 		t.Fatalf("picks %v: a and b, within 1.2× of each other, differ by %d (more than 1%%)", counts, d)
 	}
 }
+
+// TestPointReadBehindRangeGivesNoSample: a point read issued while a range
+// read of the same Picker is in flight on the endpoint waited behind its
+// answer, so its latency is not folded into the point estimate (the range
+// read in flight already counts in the cost); once the range read is
+// done, point reads are measured again.
+func TestPointReadBehindRangeGivesNoSample(t *testing.T) {
+	clk := newFakeClock()
+	p := mustNew(t, Config{Clock: clk, Rand: NewSource(1), SlowStart: -1, IdleDecay: -1}, "a")
+	feed(t, p, 1, ClassPoint, time.Millisecond)
+	rng, err := p.Pick(Request{Class: ClassRange})
+	if err != nil {
+		t.Fatal(err)
+	}
+	feed(t, p, 1, ClassPoint, 300*time.Millisecond)
+	if e := statsOf(t, p, "a").Estimate; e != time.Millisecond {
+		t.Fatalf("point estimate %v after a point read behind a range read, want 1ms", e)
+	}
+	p.Done(rng, Outcome{Latency: 300 * time.Millisecond})
+	feed(t, p, 1, ClassPoint, 300*time.Millisecond)
+	if e := statsOf(t, p, "a").Estimate; e <= time.Millisecond {
+		t.Fatalf("point estimate %v after a slow point read with no range read in flight, want it raised", e)
+	}
+}

@@ -14,7 +14,8 @@ type Policy string
 const (
 	// P2CEWMA picks two distinct endpoints at random and takes the one with
 	// the lower cost, rtt × (outstanding+1), where rtt is a peak EWMA of
-	// measured latency. Ties are broken at random. The default.
+	// measured latency. Near-ties are taken in turn (see the package
+	// doc). The default.
 	P2CEWMA Policy = "p2c-ewma"
 	// LeastOutstanding takes the endpoint with the fewest requests in
 	// flight, ties broken at random.

@@ -12,6 +12,10 @@
 // replaces it; lower samples pull it down with time constant Config.Decay).
 // On top of that:
 //
+//   - two candidates with as many requests in flight whose costs differ
+//     by less than a small factor count as tied, and tied candidates are
+//     taken in turn (the one issued a request of the class longest ago),
+//     so that noise in equal members' estimates does not order them;
 //   - unmeasured endpoints start at the median estimate of the measured
 //     ones, and new or recovered endpoints get a slow start;
 //   - an endpoint with requests in flight and no completion for longer than
@@ -27,7 +31,8 @@
 //   - each request class (Request.Class: point read, range read, write)
 //     has its own latency estimate per endpoint; a range read, which
 //     holds a link for long, joins the shortest queue of range reads
-//     over all endpoints rather than the better of two;
+//     over all endpoints rather than the better of two, and a point read
+//     that waited behind a range read in flight gives no sample;
 //   - endpoints held in reserve (Request.Reserve, the leader for reads)
 //     take requests only while every other is measurably slower
 //     (Config.ReserveRatio);

@@ -129,6 +129,9 @@ type Ticket struct {
 	// reserve: picked from Request.Reserve; its sample keeps the estimate
 	// that gate reads (see endpoint.reserveRTT).
 	reserve bool
+	// behindRange: a point read issued while a range read of this Picker
+	// was in flight on the endpoint (see Done).
+	behindRange bool
 }
 
 // Addr is the endpoint picked; "" for the zero Ticket.
@@ -555,7 +558,11 @@ func (p *Picker) issue(e *endpoint, now int64, k Kind, c Class, probe bool) Tick
 			atomic.StoreInt64(&e.busySince, now)
 		}
 	}
-	return Ticket{e: e, start: now, kind: k, class: c, probe: probe}
+	t := Ticket{e: e, start: now, kind: k, class: c, probe: probe}
+	if k == Unary && c == ClassPoint {
+		t.behindRange = atomic.LoadInt64(&e.rangeIn) > 0
+	}
+	return t
 }
 
 // Done hands a ticket back with its outcome. The zero Ticket is ignored.
@@ -586,7 +593,16 @@ func (p *Picker) Done(t Ticket, o Outcome) {
 			if o.Latency > 0 {
 				el = int64(o.Latency)
 			}
-			p.observe(e, t.class, clampSample(el), now, false, t.reserve)
+			// A point read that waited behind a range read's answer on
+			// the member's link measured that answer, which the cost
+			// already counts (endpoint.load, the requests in flight):
+			// folded in, it would keep point reads off the member for the
+			// seconds the peak takes to decay, long after the range read
+			// ended, and which members had such a peak, not their load,
+			// would decide the share of point reads.
+			if !t.behindRange {
+				p.observe(e, t.class, clampSample(el), now, false, t.reserve)
+			}
 			e.hist[t.class].add(el, now)
 		}
 		p.succeed(e, now, t.probe)
