@@ -1,7 +1,5 @@
 package sim
 
-import "container/heap"
-
 type eventKind uint8
 
 const (
@@ -25,45 +23,39 @@ type event struct {
 	req   *request
 }
 
-// agenda is a min-heap of events by (at, seq), driven through container/heap.
-type agenda []*event
-
-func (a agenda) Len() int { return len(a) }
-func (a agenda) Less(i, j int) bool {
-	if a[i].at != a[j].at {
-		return a[i].at < a[j].at
-	}
-	return a[i].seq < a[j].seq
-}
-func (a agenda) Swap(i, j int) { a[i], a[j] = a[j], a[i] }
-func (a *agenda) Push(x any)   { *a = append(*a, x.(*event)) }
-func (a *agenda) Pop() any {
-	old := *a
-	n := len(old) - 1
-	e := old[n]
-	old[n] = nil
-	*a = old[:n]
-	return e
+// before orders events by (at, seq): a strict total order, so that any
+// correct heap pops them in the same sequence.
+func (e *event) before(o *event) bool {
+	return e.at < o.at || e.at == o.at && e.seq < o.seq
 }
 
-// scheduler owns the agenda and recycles events, so that a run of a few
-// hundred thousand events allocates only a few hundred.
+// scheduler is the agenda: a 4-ary min-heap of events held by value. It is
+// the simulation's hottest structure (a scale run schedules about a million
+// events), so it avoids container/heap's interface calls and a pointer per
+// event, and a wider node makes the tree half as deep.
 type scheduler struct {
-	q    agenda
-	free []*event
-	seq  uint64
+	q   []event
+	seq uint64
 }
+
+// heapArity is the number of children of a node of the agenda.
+const heapArity = 4
 
 func (s *scheduler) schedule(at int64, kind eventKind, id int, epoch uint64, r *request) {
-	var e *event
-	if n := len(s.free); n > 0 {
-		e, s.free = s.free[n-1], s.free[:n-1]
-	} else {
-		e = new(event)
-	}
 	s.seq++
-	*e = event{at: at, seq: s.seq, kind: kind, id: id, epoch: epoch, req: r}
-	heap.Push(&s.q, e)
+	e := event{at: at, seq: s.seq, kind: kind, id: id, epoch: epoch, req: r}
+	// Sift up with a hole: move parents down until e's place is found.
+	s.q = append(s.q, event{})
+	i := len(s.q) - 1
+	for i > 0 {
+		p := (i - 1) / heapArity
+		if !e.before(&s.q[p]) {
+			break
+		}
+		s.q[i] = s.q[p]
+		i = p
+	}
+	s.q[i] = e
 }
 
 // peek returns the time of the next event, and false when there is none.
@@ -74,13 +66,37 @@ func (s *scheduler) peek() (int64, bool) {
 	return s.q[0].at, true
 }
 
-// pop removes the next event and returns a copy; the slot is recycled.
+// pop removes the next event and returns it.
 func (s *scheduler) pop() event {
-	e := heap.Pop(&s.q).(*event)
-	v := *e
-	*e = event{}
-	s.free = append(s.free, e)
-	return v
+	top := s.q[0]
+	n := len(s.q) - 1
+	last := s.q[n]
+	s.q[n] = event{} // drop the request pointer
+	s.q = s.q[:n]
+	if n == 0 {
+		return top
+	}
+	// Sift the last event down from the root with a hole.
+	i := 0
+	for {
+		c := i*heapArity + 1
+		if c >= n {
+			break
+		}
+		best := c
+		for k := c + 1; k < c+heapArity && k < n; k++ {
+			if s.q[k].before(&s.q[best]) {
+				best = k
+			}
+		}
+		if !s.q[best].before(&last) {
+			break
+		}
+		s.q[i] = s.q[best]
+		i = best
+	}
+	s.q[i] = last
+	return top
 }
 
 // fifo is a queue of requests. Both uses (a member's wait queue, and the

@@ -9,7 +9,7 @@ import (
 // The scale model (issue 14): a thousand clients, each with its own engine
 // and one closed request loop (one request outstanding, then an
 // exponential think time), as many processes each holding a client would.
-// The mean service time is what varies with members, load and rate, so
+// The mean service time is what varies with members and load, so
 // that Load is offered ÷ capacity in every configuration.
 const (
 	scaleClients = 1000
@@ -26,40 +26,27 @@ const (
 
 // ScaleRate is the requests a second each client of the scale model sends:
 // an apiserver's storage client sends tens to hundreds, so 10 is the low
-// end, 10,000 a second over the fleet. The scenarios at this rate are
-// named scale-MEMBERS-LOAD. TestScale runs ScaleRateCI instead.
+// end, 10,000 a second over the fleet.
 const ScaleRate = 10
 
-// ScaleRateCI is the rate TestScale can afford: its 40 runs at ScaleRate
-// take about 9 minutes of CPU with the race detector (27 s a seed, p2c-ewma
-// and round robin), at ScaleRateCI about one. At one request a second an
-// engine sees each member only every few seconds, which is not the fleet
-// of issue 14; the scenarios at this rate are named
-// scale-MEMBERS-LOAD-1rps.
-const ScaleRateCI = 1
-
 // ScaleScenario is the scale model on the given number of members at the
-// given load, each client sending rate requests a second: 1000 clients × 1
-// loop, 4 workers a member, the mean service time that makes the load
-// 1000 × rate requests a second (1.2 ms for 5 members at 60% at ScaleRate,
-// 2.52 ms for 7 at 90%), 1 s deadline, 5 s warm-up, then four measured
-// phases of scalePhase in which member 0 runs at normal speed, 0.6×
-// (faster), normal speed, and 1.5× slower. Result.Phases reports each
+// given load, named scale-MEMBERS-LOAD: 1000 clients × 1 loop, each
+// sending ScaleRate requests a second, 4 workers a member, the mean service
+// time that makes the load 10,000 requests a second (1.2 ms for 5 members
+// at 60%, 2.52 ms for 7 at 90%), 1 s deadline, 5 s warm-up, then four
+// measured phases of scalePhase in which member 0 runs at normal speed,
+// 0.6× (faster), normal speed, and 1.5× slower. Result.Phases reports each
 // phase. The fast phase comes before the second normal one because a
 // member that was slow regains its share over tens of seconds, by design
 // (slow start), and that would leave the second normal phase unbalanced
 // for a reason that is not herding.
-func ScaleScenario(members int, load, rate float64) Scenario {
-	name := fmt.Sprintf("scale-%d-%g", members, load*100)
-	if rate != ScaleRate {
-		name += fmt.Sprintf("-%grps", rate)
-	}
-	sc := base(name)
+func ScaleScenario(members int, load float64) Scenario {
+	sc := base(fmt.Sprintf("scale-%d-%g", members, load*100))
 	sc.Clients, sc.Loops, sc.Members, sc.Load = scaleClients, scaleLoops, members, load
 	// Capacity = Members × Workers / MeanService, and Load × Capacity =
-	// Clients × rate. A rate that is not positive gives a service time of
-	// zero or less, which Validate rejects by name.
-	sc.MeanService = time.Duration(float64(members*sc.Workers) * load / (scaleClients * rate) * float64(time.Second))
+	// Clients × ScaleRate. A load that is not positive gives a service time
+	// of zero or less, which Validate rejects by name.
+	sc.MeanService = time.Duration(float64(members*sc.Workers) * load / (scaleClients * ScaleRate) * float64(time.Second))
 	sc.Warmup, sc.Measure = scaleWarmup, 4*scalePhase
 	sc.Phase, sc.Settle = scalePhase, scaleSettle
 	at := func(k int) time.Duration { return scaleWarmup + time.Duration(k)*scalePhase }
@@ -70,15 +57,14 @@ func ScaleScenario(members int, load, rate float64) Scenario {
 	return sc
 }
 
-// ScaleScenarios are ScaleScenario on 5 and 7 members at 60% and 90% load,
-// at the given rate a client. Lookup finds them at ScaleRate and
-// ScaleRateCI; they are not in Scenarios, whose every entry the tests run
-// under every policy.
-func ScaleScenarios(rate float64) []Scenario {
+// ScaleScenarios are ScaleScenario on 5 and 7 members at 60% and 90% load.
+// Lookup finds them; they are not in Scenarios, whose every entry the
+// tests run under every policy.
+func ScaleScenarios() []Scenario {
 	var out []Scenario
 	for _, m := range []int{5, 7} {
 		for _, l := range []float64{0.6, 0.9} {
-			out = append(out, ScaleScenario(m, l, rate))
+			out = append(out, ScaleScenario(m, l))
 		}
 	}
 	return out

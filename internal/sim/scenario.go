@@ -233,11 +233,9 @@ func ScenarioNames() []string {
 	return names
 }
 
-// Lookup returns the named scenario, from Scenarios or ScaleScenarios at
-// ScaleRate and ScaleRateCI.
+// Lookup returns the named scenario, from Scenarios or ScaleScenarios.
 func Lookup(name string) (Scenario, bool) {
-	all := append(Scenarios(), ScaleScenarios(ScaleRate)...)
-	for _, s := range append(all, ScaleScenarios(ScaleRateCI)...) {
+	for _, s := range append(Scenarios(), ScaleScenarios()...) {
 		if s.Name == name {
 			return s, true
 		}

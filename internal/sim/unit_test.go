@@ -2,10 +2,13 @@ package sim
 
 import (
 	"math"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/require"
 
 	"github.com/etcdbalance/etcdbalance-go/picker"
 )
@@ -95,6 +98,24 @@ func TestPercentile(t *testing.T) {
 	}
 }
 
+func TestSortedCopy(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for _, n := range []int{0, 1, 2, 255, 1000, 70000} {
+		for _, span := range []int64{1, 300, 1 << 20, 1 << 40, math.MaxInt64} {
+			in := make([]int64, n)
+			for i := range in {
+				in[i] = rng.Int64N(span)
+			}
+			orig := slices.Clone(in)
+			want := slices.Clone(in)
+			slices.Sort(want)
+			require.Equal(t, want, sortedCopy(in), "n %d span %d", n, span)
+			require.Equal(t, orig, in, "the input is left alone")
+		}
+	}
+	require.Equal(t, []int64{-5, 0, 3}, sortedCopy([]int64{3, -5, 0}), "negative values")
+}
+
 func TestSchedulerOrder(t *testing.T) {
 	var s scheduler
 	// Same instant: first scheduled, first run.
@@ -112,9 +133,39 @@ func TestSchedulerOrder(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Errorf("order %v, want %v", got, want)
 	}
-	if len(s.free) != 6 {
-		t.Errorf("%d events recycled, want 6", len(s.free))
+}
+
+// TestSchedulerHeap interleaves schedules and pops, as a run does, and
+// checks every pop against a sorted reference: the earliest (at, seq).
+func TestSchedulerHeap(t *testing.T) {
+	var s scheduler
+	rng := rand.New(rand.NewPCG(1, 2))
+	type key struct{ at, id int64 }
+	var ref []key // pending, in (at, scheduling order)
+	id := int64(0)
+	for step := 0; step < 20000; step++ {
+		if len(ref) == 0 || rng.IntN(5) < 3 {
+			at := int64(rng.IntN(200)) // few instants: many ties
+			s.schedule(at, evWake, int(id), 0, nil)
+			k := key{at, id}
+			i, _ := slices.BinarySearchFunc(ref, k, func(a, b key) int {
+				if a.at != b.at {
+					return int(a.at - b.at)
+				}
+				return int(a.id - b.id)
+			})
+			ref = slices.Insert(ref, i, k)
+			id++
+			continue
+		}
+		at, ok := s.peek()
+		require.True(t, ok)
+		require.Equal(t, ref[0].at, at, "step %d", step)
+		e := s.pop()
+		require.Equal(t, ref[0], key{e.at, int64(e.id)}, "step %d", step)
+		ref = ref[1:]
 	}
+	require.Len(t, s.q, len(ref))
 }
 
 func TestFIFO(t *testing.T) {

@@ -47,10 +47,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("simulate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	names := sim.ScenarioNames()
-	for _, rate := range []float64{sim.ScaleRate, sim.ScaleRateCI} {
-		for _, sc := range sim.ScaleScenarios(rate) {
-			names = append(names, sc.Name)
-		}
+	for _, sc := range sim.ScaleScenarios() {
+		names = append(names, sc.Name)
 	}
 	scenario := fs.String("scenario", "", "scenario to run, one of: "+strings.Join(names, ", "))
 	seed := fs.Uint64("seed", 1, "random seed; the same seed gives the same output")
