@@ -26,12 +26,11 @@ const (
 	maxOverMeanScale = 1.05 // homogeneous phases
 )
 
-// The phases of ScaleScenario: every member at the same speed in 0 and 2,
-// member 0 fast in 1 and slow in 3.
+// The phases of ScaleScenario in which every member runs at the same
+// speed (member 0 is fast in 1 and slow in 3).
 const (
 	phaseNormal1 = 0
 	phaseNormal2 = 2
-	phaseSlow    = 3
 )
 
 // TestScale runs the scale model (ScaleScenarios: 1000 clients, each with
@@ -60,18 +59,15 @@ func TestScale(t *testing.T) {
 //     same speed;
 //  3. p99 at or below round robin's in every phase.
 //
-// 1 and 2 are asserted, and 3 in the slow phase. Elsewhere a p99 above
-// round robin's is logged as "GOAL MISSED" (README, "Scale and hedged
-// reads", has the numbers). In the normal phases a policy merely as good
+// 1 and 2 are asserted, and 3 in the phases where member 0's speed
+// differs. In the normal phases a p99 above round robin's is logged as
+// "GOAL MISSED" (README, "Scale and hedged reads", has the numbers). In the normal phases a policy merely as good
 // as round robin misses about half the time: at 90% load the p99 of a
 // 10 s phase moves by up to 20% between runs that route alike (round
 // robin's own two normal phases; uniformly random picks against round
 // robin: 0.82–1.26), and p2c-ewma adds a few percent of mean latency on
 // top, its clients reacting together to the same stale samples (share
-// oscillation twice a random split's). In the fast phase it held on every
-// seed until point reads took near-ties in turn (nearTie): since then
-// member 0 gets 1.15–1.3× its share instead of about 1.5×, and p2c-ewma's
-// p99 is at best level with round robin's.
+// oscillation twice a random split's).
 func judgeScale(t *testing.T, sc Scenario, seed uint64) {
 	p2c := scaleRun(t, sc, picker.P2CEWMA, seed)
 	rr := scaleRun(t, sc, picker.RoundRobin, seed)
@@ -86,7 +82,7 @@ func judgeScale(t *testing.T, sc Scenario, seed uint64) {
 		t.Logf("%s seed %d phase %d [%gs, %gs): p2c-ewma p99 %.2f ms max/mean %.4f shares %v | round-robin p99 %.2f ms max/mean %.4f",
 			sc.Name, seed, k, pp.StartS, pp.EndS, pp.Latency.P99, pp.MaxOverMeanShare, pp.MemberShare, rp.Latency.P99, rp.MaxOverMeanShare)
 		switch {
-		case k == phaseSlow:
+		case !normal:
 			assert.LessOrEqual(t, pp.Latency.P99, rp.Latency.P99, "phase %d: p2c-ewma p99 against round robin's", k)
 		case pp.Latency.P99 > rp.Latency.P99:
 			t.Logf("GOAL MISSED: phase %d: p2c-ewma p99 %.2f ms > round robin's %.2f ms", k, pp.Latency.P99, rp.Latency.P99)
