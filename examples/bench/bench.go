@@ -121,6 +121,7 @@ func (b *bench) run(ctx context.Context) error {
 	b.rep.Ratio = overheadRatio(o.scenario, b.rep.Results)
 	b.rep.Incident = checkIncident(o.scenario, b.rep.Results)
 	completeSlowCheck(b.rep.SlowMember, b.rep.Results)
+	completePauseCheck(b.rep.GCPauses, b.rep.Results)
 	b.rep.JobStorm = checkStorm(o.scenario, b.rep.Results)
 
 	fmt.Fprintf(b.out, "scenario %s: %s\n", o.scenario.name, o.scenario.about)
@@ -290,7 +291,7 @@ func (b *bench) runGroup(ctx context.Context, v2 bool, pols []*policy) (*setup, 
 		rs, err = b.runRounds(ctx, tgt, st, pols)
 	} else {
 		var paired *result
-		if sc.slow > 0 && st.FaultMember >= 0 && !v2 {
+		if (sc.slow > 0 || sc.pauses) && st.FaultMember >= 0 && !v2 {
 			if paired, err = b.runHealthy(ctx, tgt, st, pols); err != nil {
 				return nil, nil, err
 			}
@@ -369,26 +370,33 @@ func proxyBytes(tgt *target) []int64 {
 	return out
 }
 
-// runHealthy measures etcdbalance with the scenario's slow member and
-// with it healed (the tail the same clients get when no member is slow,
-// the floor the slowed row is judged against), in alternating rounds:
-// healthy, slowed, healthy, slowed… Machine noise then hits both alike;
-// run a minute apart, the two differed by 2–3× on a loaded machine. Each
-// side has a session of its own, built once, so that neither inherits the
-// other's picture of the member, and every round starts with an unmeasured
-// warm-up, as a single run does. It returns etcdbalance's row with the
-// slow member; nil when there is no etcdbalance row.
+// runHealthy measures one etcdbalance row with the scenario's fault on
+// one member and with it off (the tail the same clients get when no member
+// is faulted, the floor the faulted row is judged against), in
+// alternating rounds: healthy, faulted, healthy, faulted… Machine noise
+// then hits both alike; run a minute apart, the two differed by 2–3× on a
+// loaded machine. Each side has a session of its own, built once, so that
+// neither inherits the other's picture of the member, and every round
+// starts with an unmeasured warm-up, as a single run does. The row is
+// etcdbalance with a slow member (slow-member) and etcdbalance-hedged with
+// pauses (gc-pauses: issue 14's goal is about hedging). It returns that
+// row with the fault; nil when the run has no such row.
 func (b *bench) runHealthy(ctx context.Context, tgt *target, st *setup, pols []*policy) (*result, error) {
-	i := slices.IndexFunc(pols, func(p *policy) bool { return p.name == "etcdbalance" })
+	sc := b.o.scenario
+	name, fault := "etcdbalance", "slowed"
+	if sc.pauses {
+		name, fault = "etcdbalance-hedged", "paused"
+	}
+	i := slices.IndexFunc(pols, func(p *policy) bool { return p.name == name })
 	if i < 0 {
-		b.note("no etcdbalance row: no healthy phase to compare the slow member with")
+		b.note("no %s row: no healthy rounds to compare the faulted member with", name)
 		return nil, nil
 	}
 	pol := pols[i]
 	if err := b.reset(ctx, tgt, st); err != nil {
 		return nil, err
 	}
-	var sessions [2]*session // 0 healthy, 1 slowed
+	var sessions [2]*session // 0 healthy, 1 faulted
 	defer func() {
 		for _, s := range sessions {
 			if s != nil {
@@ -397,36 +405,43 @@ func (b *bench) runHealthy(ctx context.Context, tgt *target, st *setup, pols []*
 		}
 	}()
 	for k := range sessions {
-		s, err := newSession(ctx, pol, tgt, b.o.scenario, b.o)
+		s, err := newSession(ctx, pol, tgt, sc, b.o)
 		if err != nil {
 			b.skip(pol, err.Error())
 			return nil, nil
 		}
 		sessions[k] = s
 	}
-	slowProxy := tgt.proxies[st.FaultMember]
+	faulted := tgt.proxies[st.FaultMember]
 	n, each := rounds(b.o.duration)
-	b.con.printf("%s: %d rounds of %v healthy, then %v with the slow member, %v warm-up before each\n", pol.name, n, each, each, b.o.warmup)
+	b.con.printf("%s: %d rounds of %v healthy, then %v %s, %v warm-up before each\n", pol.name, n, each, each, fault, b.o.warmup)
 	var (
 		segs  [2][]*segment
 		bytes [2][]int64
+		calls [2]int64
 	)
 	for k := range bytes {
 		bytes[k] = make([]int64, len(tgt.endpoints))
 	}
 	for r := range n {
 		for k, s := range sessions {
-			if k == 0 {
-				slowProxy.SetLatency(0, 0)
-			} else {
-				slowProxy.SetLatency(b.o.scenario.slow, 0)
-			}
+			hooks := b.hooks(tgt, st)
 			label := fmt.Sprintf("healthy %d/%d", r+1, n)
-			if k == 1 {
-				label = fmt.Sprintf("slowed %d/%d", r+1, n)
+			faulty := k == 1
+			switch {
+			case sc.slow > 0 && faulty:
+				faulted.SetLatency(sc.slow, 0)
+			case sc.slow > 0:
+				faulted.SetLatency(0, 0)
+			case faulty:
+				hooks = append(hooks, b.pauseHooks(tgt, st)...)
+			}
+			if faulty {
+				label = fmt.Sprintf("%s %d/%d", fault, r+1, n)
 			}
 			var rb []int64
-			hooks := append(b.hooks(tgt, st), hook{at: 1, name: "read byte counters", fn: func() { rb = proxyBytes(tgt) }})
+			hooks = append(hooks, b.callsHook(tgt, &calls[k])...)
+			hooks = append(hooks, hook{at: 1, name: "read byte counters", fn: func() { rb = proxyBytes(tgt) }})
 			seg, err := s.measure(ctx, b.o.warmup, each, hooks, b.progressLabel(pol, s, each, label))
 			b.con.endProgress()
 			if err != nil {
@@ -448,6 +463,9 @@ func (b *bench) runHealthy(ctx context.Context, tgt *target, st *setup, pols []*
 		r.WatchEvents = s.events.Load()
 		r.LeaseKeepAlives = s.keepAlives.Load()
 		r.Leader = b.currentLeader(ctx, tgt)
+		if sc.pauses && r.Requests > 0 {
+			r.ProxyCallsPerRequest = float64(calls[k]) / float64(r.Requests)
+		}
 		rows[k] = r
 	}
 	for k, name := range []string{pol.name + " (healthy)", pol.name} {
@@ -455,7 +473,12 @@ func (b *bench) runHealthy(ctx context.Context, tgt *target, st *setup, pols []*
 		b.con.printf("%-16s %7d requests %6d errors %9.1f req/s  p99 %s ms  max/mean share %.2f\n",
 			name, r.Requests, r.Errors, r.ThroughputRPS, fmtMS(r.LatencyMS.P99), r.MaxOverMean)
 	}
-	b.rep.SlowMember = &slowCheck{Policy: pol.name, HealthyP99MS: rows[0].LatencyMS.P99, Healthy: rows[0]}
+	if sc.pauses {
+		b.rep.GCPauses = &pauseCheck{Policy: pol.name, HealthyP999MS: rows[0].LatencyMS.P999,
+			HealthyCallsPerRequest: rows[0].ProxyCallsPerRequest, Healthy: rows[0]}
+	} else {
+		b.rep.SlowMember = &slowCheck{Policy: pol.name, HealthyP99MS: rows[0].LatencyMS.P99, Healthy: rows[0]}
+	}
 	return rows[1], nil
 }
 
@@ -478,8 +501,9 @@ func (b *bench) runPolicy(ctx context.Context, tgt *target, st *setup, pol *poli
 	}
 	defer s.close()
 	var bytes []int64
-	var streams int64
-	hooks := append(b.hooks(tgt, st), b.pauseHooks(tgt, st, &streams)...)
+	var calls int64
+	hooks := append(b.hooks(tgt, st), b.pauseHooks(tgt, st)...)
+	hooks = append(hooks, b.callsHook(tgt, &calls)...)
 	hooks = append(hooks, hook{at: 1, name: "read byte counters", fn: func() { bytes = proxyBytes(tgt) }})
 	label := ""
 	if healthy {
@@ -500,7 +524,7 @@ func (b *bench) runPolicy(ctx context.Context, tgt *target, st *setup, pol *poli
 	b.con.printf("%-16s %7d requests %6d errors %9.1f req/s  p99 %s ms  max/mean share %.2f\n",
 		name, r.Requests, r.Errors, r.ThroughputRPS, fmtMS(r.LatencyMS.P99), r.MaxOverMean)
 	if b.o.scenario.pauses && r.Requests > 0 {
-		r.ProxyCallsPerRequest = float64(streams) / float64(r.Requests)
+		r.ProxyCallsPerRequest = float64(calls) / float64(r.Requests)
 		b.con.printf("%-16s p99.9 %s ms, %.4f calls at the members per request\n", name, fmtMS(r.LatencyMS.P999), r.ProxyCallsPerRequest)
 	}
 	return r, nil

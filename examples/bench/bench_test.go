@@ -136,11 +136,14 @@ func TestRunScenariosSmoke(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts an etcd cluster")
 	}
-	for _, sc := range []string{"blackhole", "overhead", "slow-member", "job-storm"} {
+	for _, sc := range []string{"blackhole", "overhead", "slow-member", "job-storm", "gc-pauses"} {
 		t.Run(sc, func(t *testing.T) {
 			pols, want := "v3-roundrobin,etcdbalance", 2
-			if sc == "job-storm" {
+			switch sc {
+			case "job-storm":
 				pols, want = "v3-roundrobin,etcdbalance,etcdbalance-noleader", 3
+			case "gc-pauses":
+				pols, want = "etcdbalance,etcdbalance-hedged", 2
 			}
 			jsonPath := filepath.Join(t.TempDir(), "out.json")
 			var stdout, stderr bytes.Buffer
@@ -172,6 +175,13 @@ func TestRunScenariosSmoke(t *testing.T) {
 				c := rep.SlowMember
 				if c == nil || c.Healthy == nil || c.HealthyP99MS <= 0 || c.OverHealthyP99 <= 0 || c.OverRoundRobinP99 <= 0 {
 					t.Errorf("slow_member = %+v", c)
+				}
+			}
+			if sc == "gc-pauses" {
+				c := rep.GCPauses
+				if c == nil || c.Healthy == nil || c.HealthyP999MS <= 0 || c.OverHealthyP999 <= 0 || c.CallsPerRequest <= 0 ||
+					c.HealthyCallsPerRequest <= 0 || c.PlainCallsPerRequest <= 0 {
+					t.Errorf("gc_pauses = %+v", c)
 				}
 			}
 			if sc == "job-storm" {

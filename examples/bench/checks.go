@@ -75,6 +75,24 @@ func completeSlowCheck(c *slowCheck, rs []*result) {
 	}
 }
 
+// completePauseCheck fills in the paused row's ratios once every policy
+// has run.
+func completePauseCheck(c *pauseCheck, rs []*result) {
+	if c == nil {
+		return
+	}
+	if h := findResult(rs, c.Policy); h != nil {
+		c.P999MS = h.LatencyMS.P999
+		c.OverHealthyP999 = ratio3(c.P999MS, c.HealthyP999MS)
+		c.CallsPerRequest = round4(h.ProxyCallsPerRequest)
+	}
+	c.HealthyCallsPerRequest = round4(c.HealthyCallsPerRequest)
+	if p := findResult(rs, "etcdbalance"); p != nil && p.ProxyCallsPerRequest > 0 {
+		c.PlainCallsPerRequest = round4(p.ProxyCallsPerRequest)
+		c.ExtraReads = round4(c.CallsPerRequest - c.PlainCallsPerRequest)
+	}
+}
+
 // checkStorm compares every row's writes with v3-roundrobin's.
 func checkStorm(sc *scenario, rs []*result) *stormCheck {
 	rr := findResult(rs, "v3-roundrobin")
@@ -121,6 +139,15 @@ func printChecks(w io.Writer, rep *report) {
 		fmt.Fprintf(w, "%s p99 with the slow member %s ms = %.3f x healthy", c.Policy, fmtMS(c.P99MS), c.OverHealthyP99)
 		if c.RoundRobinP99MS > 0 {
 			fmt.Fprintf(w, ", %.3f x v3-roundrobin (%s ms)", c.OverRoundRobinP99, fmtMS(c.RoundRobinP99MS))
+		}
+		fmt.Fprintln(w)
+	}
+	if c := rep.GCPauses; c != nil {
+		fmt.Fprintf(w, "\nhealthy rounds (no pause, alternating with the paused ones): %s p99.9 %s ms, %.4f calls at the members per request\n",
+			c.Policy, fmtMS(c.HealthyP999MS), c.HealthyCallsPerRequest)
+		fmt.Fprintf(w, "%s p99.9 with pauses %s ms = %.3f x healthy; %.4f calls per request", c.Policy, fmtMS(c.P999MS), c.OverHealthyP999, c.CallsPerRequest)
+		if c.PlainCallsPerRequest > 0 {
+			fmt.Fprintf(w, ", %+.4f against etcdbalance without hedging (%.4f)", c.ExtraReads, c.PlainCallsPerRequest)
 		}
 		fmt.Fprintln(w)
 	}

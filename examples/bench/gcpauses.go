@@ -19,10 +19,8 @@ const (
 )
 
 // pauseHooks starts the pauses when a measured run starts and ends them
-// (resuming the member) when it ends, and counts the gRPC calls that
-// reached the members meanwhile into *streams: the calls the clients made,
-// plus the hedged copies and the cluster view's probes.
-func (b *bench) pauseHooks(tgt *target, st *setup, streams *int64) []hook {
+// (resuming the member) when it ends.
+func (b *bench) pauseHooks(tgt *target, st *setup) []hook {
 	if !b.o.scenario.pauses || st.FaultMember < 0 {
 		return nil
 	}
@@ -34,12 +32,23 @@ func (b *bench) pauseHooks(tgt *target, st *setup, streams *int64) []hook {
 		{at: 1, name: "pauses off", fn: func() {
 			close(stop)
 			<-done
-			*streams = 0
-			for _, q := range tgt.proxies {
-				*streams += q.Stats().Streams
-			}
 		}},
 	}
+}
+
+// callsHook adds to *calls, at the end of a measured run, the gRPC calls
+// that reached the members since their counters were zeroed at its start
+// (bench.hooks): the calls the clients made, plus the hedged copies and
+// the cluster view's probes. Only the gc-pauses scenario reports them.
+func (b *bench) callsHook(tgt *target, calls *int64) []hook {
+	if !b.o.scenario.pauses || !tgt.faultable() {
+		return nil
+	}
+	return []hook{{at: 1, name: "count calls", fn: func() {
+		for _, q := range tgt.proxies {
+			*calls += q.Stats().Streams
+		}
+	}}}
 }
 
 // pauseLoop pauses p again and again until stop is closed, then resumes it.

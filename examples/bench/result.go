@@ -37,6 +37,7 @@ type report struct {
 	// The comparisons of issue 11, each in its own scenario.
 	Incident   *incidentCheck `json:"incident_check,omitempty"`
 	SlowMember *slowCheck     `json:"slow_member,omitempty"`
+	GCPauses   *pauseCheck    `json:"gc_pauses,omitempty"`
 	JobStorm   *stormCheck    `json:"job_storm,omitempty"`
 }
 
@@ -64,6 +65,26 @@ type slowCheck struct {
 	OverHealthyP99    float64 `json:"p99_over_healthy_p99"`
 	OverRoundRobinP99 float64 `json:"p99_over_roundrobin_p99,omitempty"`
 	Healthy           *result `json:"healthy"` // the healthy phase's row
+}
+
+// pauseCheck compares etcdbalance-hedged with one member pausing again and
+// again against the same clients on the same cluster with no pause (the
+// healthy rounds, alternating with the paused ones), issue 14's goal:
+// p99.9 ≤ 2× the healthy p99.9 for ≤ 5% extra reads. The extra reads are
+// the calls that reached the members per request, above the plain
+// etcdbalance row's (the view's probes and the watches count in both).
+type pauseCheck struct {
+	Policy                 string  `json:"policy"`
+	HealthyP999MS          float64 `json:"healthy_p999_ms"`
+	P999MS                 float64 `json:"p999_ms"`
+	OverHealthyP999        float64 `json:"p999_over_healthy_p999"`
+	CallsPerRequest        float64 `json:"calls_per_request"`
+	HealthyCallsPerRequest float64 `json:"healthy_calls_per_request"`
+	// PlainCallsPerRequest is the etcdbalance row's, without hedging; 0
+	// when the run has no such row.
+	PlainCallsPerRequest float64 `json:"plain_calls_per_request,omitempty"`
+	ExtraReads           float64 `json:"extra_calls_per_request_over_plain,omitempty"`
+	Healthy              *result `json:"healthy"` // the healthy rounds' row
 }
 
 // stormCheck is the job-storm scenario's write comparison, each policy
