@@ -18,8 +18,10 @@ type endpoint struct {
 	// cleared lazily (Picker.expireMarks).
 	markUntil    [32]int64
 	classPicks   [numClasses]int64 // unary tickets by Class
-	lastDone     int64             // last completion of a unary request, any outcome
-	busySince    int64             // when inflight last went from 0 to 1
+	lastDone     int64             // last answer or failure of a unary request (a cancel is neither)
+	busySince    int64             // when inflight last went from 0 to 1, or the unanswered stretch began (issue)
+	unanswered   int64             // start of the oldest request canceled since lastDone; 0 = none
+	lastCancel   int64             // when a unary request was last canceled
 	slowSince    int64             // start of the current slow start; 0 = none
 	picks        int64             // tickets issued, unary and stream
 	inflight     int64             // unary requests in flight

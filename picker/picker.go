@@ -556,7 +556,17 @@ func (p *Picker) issue(e *endpoint, now int64, k Kind, c Class, probe bool) Tick
 			atomic.StoreInt64(&e.rangeLast, now)
 		}
 		if atomic.AddInt64(&e.inflight, 1) == 1 {
-			atomic.StoreInt64(&e.busySince, now)
+			// The stall clock (endpoint.stalled) starts now, unless the
+			// endpoint's last requests were canceled unanswered (hedge
+			// losers on a member in a GC pause) and the gap since is
+			// shorter than IdleGrace: the member was not idle, it did not
+			// answer, and restarting the clock at each new request would
+			// make it look healthy to every first attempt.
+			since := now
+			if u := atomic.LoadInt64(&e.unanswered); u != 0 && now-atomic.LoadInt64(&e.lastCancel) <= p.s.idleGrace {
+				since = u
+			}
+			atomic.StoreInt64(&e.busySince, since)
 		}
 	}
 	t := Ticket{e: e, start: now, kind: k, class: c, probe: probe}
@@ -580,7 +590,16 @@ func (p *Picker) Done(t Ticket, o Outcome) {
 		if t.class == ClassRange {
 			atomic.AddInt64(&e.rangeIn, -1)
 		}
-		atomic.StoreInt64(&e.lastDone, now)
+		if o.Result == Canceled {
+			// Not progress: the member did not answer. The oldest
+			// request canceled since the last answer starts the
+			// unanswered stretch (issue).
+			atomic.CompareAndSwapInt64(&e.unanswered, 0, t.start)
+			atomic.StoreInt64(&e.lastCancel, now)
+		} else {
+			atomic.StoreInt64(&e.lastDone, now)
+			atomic.StoreInt64(&e.unanswered, 0)
+		}
 	}
 	p.endSlowStart(e, now)
 	// A request picked before a jump (a clock step back) measured nothing

@@ -220,6 +220,48 @@ func TestStallCharge(t *testing.T) {
 	}
 }
 
+// TestStallSurvivesCancels: requests canceled unanswered (hedge losers on
+// a member in a pause) are not progress. The stall clock keeps running
+// while they are in flight, and across a moment with none in flight
+// shorter than IdleGrace, so that the next first attempt sees the stall;
+// after a longer gap, or once the member answers, it starts afresh.
+func TestStallSurvivesCancels(t *testing.T) {
+	clk := newFakeClock()
+	p := mustNew(t, Config{Clock: clk, Rand: NewSource(5), IdleGrace: 250 * ms}, five...)
+	for i := 0; i < 3; i++ {
+		measure(p, clk, map[string]time.Duration{"a": 10 * ms, "b": 10 * ms, "c": 10 * ms, "d": 10 * ms, "e": 10 * ms})
+	}
+	first, _ := p.PickAddr("a", Unary)
+	clk.Advance(30 * ms)
+	second, _ := p.PickAddr("a", Unary)
+	clk.Advance(20 * ms)
+	p.Done(first, Outcome{Result: Canceled}) // the copy won elsewhere
+	if e := statsOf(t, p, "a").Estimate; e != 50*ms {
+		t.Fatalf("a cancel is not progress: estimate %v, want the 50ms stall", e)
+	}
+	p.Done(second, Outcome{Result: Canceled})
+	clk.Advance(10 * ms)
+	third, _ := p.PickAddr("a", Unary)
+	clk.Advance(ms)
+	if e := statsOf(t, p, "a").Estimate; e != 61*ms {
+		t.Fatalf("10ms after the last cancel, a new request: estimate %v, want the 61ms stall", e)
+	}
+	p.Done(third, Outcome{Result: Canceled})
+	clk.Advance(300 * ms) // longer than IdleGrace: idle, not stalled
+	fourth, _ := p.PickAddr("a", Unary)
+	clk.Advance(ms)
+	if e := statsOf(t, p, "a").Estimate; e > 10*ms {
+		t.Fatalf("after an idle gap the stall clock starts afresh: estimate %v", e)
+	}
+	p.Done(fourth, Outcome{Latency: 10 * ms})
+	fifth, _ := p.PickAddr("a", Unary)
+	clk.Advance(ms)
+	if e := statsOf(t, p, "a").Estimate; e > 10*ms {
+		t.Fatalf("after an answer the stall clock starts afresh: estimate %v", e)
+	}
+	p.Done(fifth, Outcome{Result: Canceled})
+}
+
 func TestFailureCharges(t *testing.T) {
 	clk := newFakeClock()
 	p := mustNew(t, Config{Clock: clk, Rand: NewSource(6), EjectAfter: -1}, "a", "b")
