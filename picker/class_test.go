@@ -231,8 +231,9 @@ func TestRangeReadNearTies(t *testing.T) {
 		_ = p.UpdateTags(a, Tags(1)<<uint(i), ^(Tags(1) << uint(i)))
 	}
 	// a, b and c within 1.4×, d at 2× a's estimate.
-	for i, d := range []time.Duration{100, 120, 140, 200} {
-		feed(t, p, Tags(1)<<uint(i), ClassRange, d*time.Millisecond)
+	lat := map[string]time.Duration{"a": 100 * time.Millisecond, "b": 120 * time.Millisecond, "c": 140 * time.Millisecond, "d": 200 * time.Millisecond}
+	for i, a := range addrs {
+		feed(t, p, Tags(1)<<uint(i), ClassRange, lat[a])
 	}
 	counts := map[string]int{}
 	for k := 0; k < 3000; k++ {
@@ -242,7 +243,7 @@ func TestRangeReadNearTies(t *testing.T) {
 			t.Fatal(err)
 		}
 		counts[tk.Addr()]++
-		p.Done(tk, Outcome{Result: Canceled})
+		p.Done(tk, Outcome{Latency: lat[tk.Addr()]}) // estimates stay put
 	}
 	if counts["d"] != 0 || counts["a"] != 1000 || counts["b"] != 1000 || counts["c"] != 1000 {
 		t.Fatalf("picks %v: want 1000 each on a, b and c and none on d (2× the cheapest)", counts)

@@ -123,7 +123,7 @@ func (e *endpoint) rtt(s *settings, c Class, now int64, med float64, inflight in
 	} else {
 		r = idleDecayed(s, math.Float64frombits(bits), now-atomic.LoadInt64(&ce.lastSample), med)
 	}
-	return e.stalled(r, now, inflight)
+	return e.stalled(s, r, now, inflight)
 }
 
 // reserveRTT is the estimate that opens the gate of a reserve endpoint
@@ -131,25 +131,36 @@ func (e *endpoint) rtt(s *settings, c Class, now int64, med float64, inflight in
 // idle by design, and the drift would pull its estimate to the median of
 // the others, which keeps the gate shut for good; probes keep it current,
 // and their samples are folded into this estimate, not the drifted one.
-func (e *endpoint) reserveRTT(c Class, now int64, med float64) float64 {
+func (e *endpoint) reserveRTT(s *settings, c Class, now int64, med float64) float64 {
 	r := med
 	if bits := atomic.LoadUint64(&e.est[c].estBits); bits != 0 {
 		r = math.Float64frombits(bits)
 	}
-	return e.stalled(r, now, atomic.LoadInt64(&e.inflight))
+	return e.stalled(s, r, now, atomic.LoadInt64(&e.inflight))
 }
 
 // stalled raises r to the age of a stall: requests in flight and nothing
-// completed for longer than r.
-func (e *endpoint) stalled(r float64, now int64, inflight int64) float64 {
-	if inflight > 0 {
-		progress := atomic.LoadInt64(&e.lastDone)
-		if b := atomic.LoadInt64(&e.busySince); b > progress {
-			progress = b
+// answered for longer than r. Requests canceled unanswered count as in
+// flight until IdleGrace after the last of them: a hedge loser on a member
+// in a pause is canceled as soon as its copy answers, and without this the
+// member would look healthy to the next first attempt each time.
+func (e *endpoint) stalled(s *settings, r float64, now int64, inflight int64) float64 {
+	var since int64
+	switch {
+	case inflight > 0:
+		since = atomic.LoadInt64(&e.busySince)
+	default:
+		u := atomic.LoadInt64(&e.unanswered)
+		if u == 0 || now-atomic.LoadInt64(&e.lastCancel) > s.idleGrace {
+			return r
 		}
-		if age := float64(now - progress); age > r {
-			r = age
-		}
+		since = u
+	}
+	if d := atomic.LoadInt64(&e.lastDone); d > since {
+		since = d
+	}
+	if age := float64(now - since); age > r {
+		r = age
 	}
 	return r
 }

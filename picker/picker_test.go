@@ -222,8 +222,8 @@ func TestStallCharge(t *testing.T) {
 
 // TestStallSurvivesCancels: requests canceled unanswered (hedge losers on
 // a member in a pause) are not progress. The stall clock keeps running
-// while they are in flight, and across a moment with none in flight
-// shorter than IdleGrace, so that the next first attempt sees the stall;
+// while others are in flight, and with none in flight until IdleGrace
+// after the last cancel, so that the next first attempt sees the stall;
 // after a longer gap, or once the member answers, it starts afresh.
 func TestStallSurvivesCancels(t *testing.T) {
 	clk := newFakeClock()
@@ -241,6 +241,9 @@ func TestStallSurvivesCancels(t *testing.T) {
 	}
 	p.Done(second, Outcome{Result: Canceled})
 	clk.Advance(10 * ms)
+	if e := statsOf(t, p, "a").Estimate; e != 60*ms {
+		t.Fatalf("nothing in flight, 10ms after the last cancel: estimate %v, want the 60ms stall", e)
+	}
 	third, _ := p.PickAddr("a", Unary)
 	clk.Advance(ms)
 	if e := statsOf(t, p, "a").Estimate; e != 61*ms {

@@ -196,7 +196,7 @@ func (p *Picker) maybeReserved(st *state, mask, reserve uint64, chosen int, c Cl
 				minRest = v
 			}
 		case reserve&bit != 0:
-			if v := e.reserveRTT(c, now, med); best < 0 || v < bestRTT {
+			if v := e.reserveRTT(&p.s, c, now, med); best < 0 || v < bestRTT {
 				best, bestRTT = i, v
 			}
 		}
