@@ -413,6 +413,7 @@ func (b *bench) runHealthy(ctx context.Context, tgt *target, st *setup, pols []*
 		sessions[k] = s
 	}
 	faulted := tgt.proxies[st.FaultMember]
+	pauses := b.pauseRand()
 	n, each := rounds(b.o.duration)
 	b.con.printf("%s: %d rounds of %v healthy, then %v %s, %v warm-up before each\n", pol.name, n, each, each, fault, b.o.warmup)
 	var (
@@ -434,7 +435,7 @@ func (b *bench) runHealthy(ctx context.Context, tgt *target, st *setup, pols []*
 			case sc.slow > 0:
 				faulted.SetLatency(0, 0)
 			case faulty:
-				hooks = append(hooks, b.pauseHooks(tgt, st)...)
+				hooks = append(hooks, b.pauseHooks(tgt, st, pauses)...)
 			}
 			if faulty {
 				label = fmt.Sprintf("%s %d/%d", fault, r+1, n)
@@ -502,7 +503,7 @@ func (b *bench) runPolicy(ctx context.Context, tgt *target, st *setup, pol *poli
 	defer s.close()
 	var bytes []int64
 	var calls int64
-	hooks := append(b.hooks(tgt, st), b.pauseHooks(tgt, st)...)
+	hooks := append(b.hooks(tgt, st), b.pauseHooks(tgt, st, b.pauseRand())...)
 	hooks = append(hooks, b.callsHook(tgt, &calls)...)
 	hooks = append(hooks, hook{at: 1, name: "read byte counters", fn: func() { bytes = proxyBytes(tgt) }})
 	label := ""

@@ -18,15 +18,20 @@ const (
 	pauseMax     = 300 * time.Millisecond
 )
 
-// pauseHooks starts the pauses when a measured run starts and ends them
-// (resuming the member) when it ends.
-func (b *bench) pauseHooks(tgt *target, st *setup) []hook {
+// pauseRand is the source of one policy's pauses: every policy gets the
+// same sequence, and so do the rounds of one row, which continue it, so
+// that ten rounds of 2 s see the pauses a 20 s run would, not its first
+// one ten times.
+func (b *bench) pauseRand() *rand.Rand { return rand.New(rand.NewPCG(uint64(b.o.seed), 14)) }
+
+// pauseHooks starts the pauses, drawn from rng, when a measured run starts
+// and ends them (resuming the member) when it ends.
+func (b *bench) pauseHooks(tgt *target, st *setup, rng *rand.Rand) []hook {
 	if !b.o.scenario.pauses || st.FaultMember < 0 {
 		return nil
 	}
 	p := tgt.proxies[st.FaultMember]
 	stop, done := make(chan struct{}), make(chan struct{})
-	rng := rand.New(rand.NewPCG(uint64(b.o.seed), 14))
 	return []hook{
 		{at: 0, name: "pauses on", fn: func() { go pauseLoop(p, rng, stop, done) }},
 		{at: 1, name: "pauses off", fn: func() {

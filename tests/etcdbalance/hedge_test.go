@@ -48,9 +48,10 @@ func TestHedgedReads(t *testing.T) {
 		require.NoError(t, err)
 	}
 	// Pause the member with the lowest estimate: the one p2c-ewma sends
-	// sequential reads to, and that keeps its estimate while paused (a
-	// canceled attempt gives no sample), so the reads below go there first
-	// and each needs its copy.
+	// sequential reads to, so the first read below goes there and needs its
+	// copy. A canceled attempt gives no sample but keeps the member's stall
+	// charge for IdleGrace (picker), so later reads mostly go elsewhere,
+	// and any that go back need their copies too.
 	var paused *etcdcluster.Member
 	var before etcdbalance.MemberStats
 	st := memberStats(t, hedged)

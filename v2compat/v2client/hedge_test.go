@@ -45,8 +45,10 @@ func TestHedgedReads(t *testing.T) {
 		require.NoError(t, err)
 	}
 	// Pause the member with the lowest estimate: the one p2c-ewma prefers,
-	// and that keeps its estimate while paused (a canceled attempt gives no
-	// sample), so reads keep going there first and need their copies.
+	// so the first read goes there and needs its copy. A canceled attempt
+	// gives no sample but keeps the member's stall charge for IdleGrace
+	// (picker), so later reads mostly go elsewhere, and any that go back
+	// need their copies too.
 	view := func() map[string]picker.EndpointStats {
 		out := make(map[string]picker.EndpointStats)
 		for _, s := range c.Transport().Stats().Members {
