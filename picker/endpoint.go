@@ -166,8 +166,8 @@ func (e *endpoint) stalled(s *settings, r float64, now int64, inflight int64) fl
 }
 
 // cost is the p2c-ewma load for class cl: rtt × (q+1), times the
-// slow-start penalty, where q is the queue the request would join (the requests
-// in flight, or for a range read the range reads in flight).
+// slow-start penalty, where q is the queue the request would join (the
+// requests in flight, or for a range read the range reads in flight).
 func (e *endpoint) cost(s *settings, cl Class, now int64, med float64) float64 {
 	c, _ := e.load(s, cl, now, med)
 	return c

@@ -69,12 +69,12 @@ const rangeNearTie = 1.5
 // many range reads in flight as the cheapest and a cost within
 // rangeNearTie of it, the one whose last range read was issued longest ago
 // (exact ties uniformly at random), so that equal members take Lists in
-// turn. Range reads use it
-// rather than the better of two: a List's answer is large, so it holds its
-// member's link for a long time and Lists queue behind each other there,
-// and the shortest of all the queues drains them measurably faster than
-// the shorter of two (the harness's incident scenario: p99 at or below
-// least-request's in 6 runs of 6, against 4 of 6 with the better of two).
+// turn. Range reads use it rather than the better of two: a List's answer
+// is large, so it holds its member's link for a long time and Lists queue
+// behind each other there, and the shortest of all the queues drains them
+// measurably faster than the shorter of two (the harness's incident
+// scenario, session 3: p99 at or below least-request's in 6 runs of 6,
+// against 4 of 6 with the better of two).
 // Lists are a few percent of the requests, so the two scans cost little,
 // and each List's weight shows in its member's cost (range reads in
 // flight) at once, so consecutive Lists spread.
