@@ -150,11 +150,9 @@ func (e *endpoint) stalled(s *settings, r float64, now int64, inflight int64) fl
 	case inflight > 0:
 		since = atomic.LoadInt64(&e.busySince)
 	default:
-		u := atomic.LoadInt64(&e.unanswered)
-		if u == 0 || now-atomic.LoadInt64(&e.lastCancel) > s.idleGrace {
+		if since = e.unansweredSince(s, now); since == 0 {
 			return r
 		}
-		since = u
 	}
 	if d := atomic.LoadInt64(&e.lastDone); d > since {
 		since = d
@@ -163,6 +161,17 @@ func (e *endpoint) stalled(s *settings, r float64, now int64, inflight int64) fl
 		r = age
 	}
 	return r
+}
+
+// unansweredSince is the start of the stretch of requests canceled
+// unanswered, while the last cancel is within IdleGrace of now; 0 when
+// there is none or the endpoint has been idle since.
+func (e *endpoint) unansweredSince(s *settings, now int64) int64 {
+	u := atomic.LoadInt64(&e.unanswered)
+	if u == 0 || now-atomic.LoadInt64(&e.lastCancel) > s.idleGrace {
+		return 0
+	}
+	return u
 }
 
 // cost is the p2c-ewma load for class cl: rtt × (q+1), times the

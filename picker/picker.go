@@ -562,9 +562,9 @@ func (p *Picker) issue(e *endpoint, now int64, k Kind, c Class, probe bool) Tick
 			// shorter than IdleGrace: the member was not idle, it did not
 			// answer, and restarting the clock at each new request would
 			// make it look healthy to every first attempt.
-			since := now
-			if u := atomic.LoadInt64(&e.unanswered); u != 0 && now-atomic.LoadInt64(&e.lastCancel) <= p.s.idleGrace {
-				since = u
+			since := e.unansweredSince(&p.s, now)
+			if since == 0 {
+				since = now
 			}
 			atomic.StoreInt64(&e.busySince, since)
 		}

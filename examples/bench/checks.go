@@ -89,7 +89,7 @@ func completePauseCheck(c *pauseCheck, rs []*result) {
 	c.HealthyCallsPerRequest = round4(c.HealthyCallsPerRequest)
 	if p := findResult(rs, "etcdbalance"); p != nil && p.ProxyCallsPerRequest > 0 {
 		c.PlainCallsPerRequest = round4(p.ProxyCallsPerRequest)
-		c.ExtraReads = round4(c.CallsPerRequest - c.PlainCallsPerRequest)
+		c.ExtraCallsPerRequest = round4(c.CallsPerRequest - c.PlainCallsPerRequest)
 	}
 }
 
@@ -147,7 +147,7 @@ func printChecks(w io.Writer, rep *report) {
 			c.Policy, fmtMS(c.HealthyP999MS), c.HealthyCallsPerRequest)
 		fmt.Fprintf(w, "%s p99.9 with pauses %s ms = %.3f x healthy; %.4f calls per request", c.Policy, fmtMS(c.P999MS), c.OverHealthyP999, c.CallsPerRequest)
 		if c.PlainCallsPerRequest > 0 {
-			fmt.Fprintf(w, ", %+.4f against etcdbalance without hedging (%.4f)", c.ExtraReads, c.PlainCallsPerRequest)
+			fmt.Fprintf(w, ", %+.4f against etcdbalance without hedging (%.4f)", c.ExtraCallsPerRequest, c.PlainCallsPerRequest)
 		}
 		fmt.Fprintln(w)
 	}

@@ -83,7 +83,7 @@ type pauseCheck struct {
 	// PlainCallsPerRequest is the etcdbalance row's, without hedging; 0
 	// when the run has no such row.
 	PlainCallsPerRequest float64 `json:"plain_calls_per_request,omitempty"`
-	ExtraReads           float64 `json:"extra_calls_per_request_over_plain,omitempty"`
+	ExtraCallsPerRequest float64 `json:"extra_calls_per_request_over_plain,omitempty"`
 	Healthy              *result `json:"healthy"` // the healthy rounds' row
 }
 

@@ -311,7 +311,8 @@ func latencyOf(samples []int64) Latency {
 	if len(samples) == 0 {
 		return Latency{}
 	}
-	lat := sortedCopy(samples)
+	lat := slices.Clone(samples)
+	slices.Sort(lat)
 	var sum float64
 	for _, v := range lat {
 		sum += float64(v)
@@ -322,39 +323,6 @@ func latencyOf(samples []int64) Latency {
 		P99: toMs(percentile(lat, 0.99)), P999: toMs(percentile(lat, 0.999)),
 		Mean: round(sum/float64(len(lat))/1e6, 1e3), Max: toMs(lat[len(lat)-1]),
 	}
-}
-
-// sortedCopy returns samples sorted in a new slice. Latencies are
-// non-negative, which an LSD radix sort on bytes orders in a few linear
-// passes, against n log n comparisons for slices.Sort: sorting was a tenth
-// of a scale run. Anything negative falls back to slices.Sort.
-func sortedCopy(samples []int64) []int64 {
-	lat := slices.Clone(samples)
-	var top int64
-	for _, v := range lat {
-		if v < 0 {
-			slices.Sort(lat)
-			return lat
-		}
-		top = max(top, v)
-	}
-	buf := make([]int64, len(lat))
-	for shift := uint(0); shift < 64 && top>>shift > 0; shift += 8 {
-		var count [257]int
-		for _, v := range lat {
-			count[(v>>shift)&0xff+1]++
-		}
-		for i := 1; i < len(count); i++ {
-			count[i] += count[i-1]
-		}
-		for _, v := range lat {
-			d := (v >> shift) & 0xff
-			buf[count[d]] = v
-			count[d]++
-		}
-		lat, buf = buf, lat
-	}
-	return lat
 }
 
 func (s *sim) blackholeStats() *BlackholeStats {

@@ -98,24 +98,6 @@ func TestPercentile(t *testing.T) {
 	}
 }
 
-func TestSortedCopy(t *testing.T) {
-	rng := rand.New(rand.NewPCG(3, 4))
-	for _, n := range []int{0, 1, 2, 255, 1000, 70000} {
-		for _, span := range []int64{1, 300, 1 << 20, 1 << 40, math.MaxInt64} {
-			in := make([]int64, n)
-			for i := range in {
-				in[i] = rng.Int64N(span)
-			}
-			orig := slices.Clone(in)
-			want := slices.Clone(in)
-			slices.Sort(want)
-			require.Equal(t, want, sortedCopy(in), "n %d span %d", n, span)
-			require.Equal(t, orig, in, "the input is left alone")
-		}
-	}
-	require.Equal(t, []int64{-5, 0, 3}, sortedCopy([]int64{3, -5, 0}), "negative values")
-}
-
 func TestSchedulerOrder(t *testing.T) {
 	var s scheduler
 	// Same instant: first scheduled, first run.
