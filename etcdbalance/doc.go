@@ -12,9 +12,7 @@
 // the engine in package picker: by default power of two choices over a
 // peak-EWMA latency × (requests in flight + 1) cost, with stall detection,
 // ejection of failing members, slow start for new and recovered ones, and
-// a periodic reshuffle (see picker.Config for the defaults: decay 10s,
-// default RTT 30ms, slow start 5s, ejection after 5 consecutive failures
-// for 1s doubling to 30s, reshuffle every 30s ± 20%).
+// a periodic reshuffle (picker.Config states the defaults).
 //
 // # Use
 //

@@ -133,7 +133,7 @@ func TestPeakEWMA(t *testing.T) {
 	if got := statsOf(t, p, "a").Estimate; got != 100*ms {
 		t.Fatalf("a peak replaces the estimate at once: %v", got)
 	}
-	clk.Advance(10*time.Second - 10*ms)
+	clk.Advance(defaultDecay - 10*ms)
 	run(10 * ms) // Δt = τ: w = 1/e
 	want := 100*math.Exp(-1) + 10*(1-math.Exp(-1))
 	got := float64(statsOf(t, p, "a").Estimate) / float64(ms)
